@@ -1,0 +1,1 @@
+//! sluice-broker (in progress, issue 4).

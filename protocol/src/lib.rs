@@ -1,0 +1,1 @@
+//! sluice-protocol (in progress, issue 4).

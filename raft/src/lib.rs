@@ -1,0 +1,322 @@
+//! sluice-raft: the replicated source of truth for cluster metadata.
+//!
+//! CONTRACT SKELETON (to be implemented in issue 3). The public API below is what the broker
+//! and the binary code against; implementations may add to it but must not change these
+//! signatures without updating the broker in the same commit. Nothing outside this crate
+//! names openraft types.
+
+use std::collections::{BTreeMap, HashMap};
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use uuid::Uuid;
+
+/// Errors from controller operations; each maps to one Kafka error code (see variants).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum ControllerError {
+    /// TOPIC_ALREADY_EXISTS (36)
+    #[error("topic '{0}' already exists")]
+    TopicAlreadyExists(String),
+    /// UNKNOWN_TOPIC_OR_PARTITION (3) / UNKNOWN_TOPIC_ID (100)
+    #[error("unknown topic '{0}'")]
+    UnknownTopic(String),
+    /// INVALID_TOPIC_EXCEPTION (17): illegal name (chars, length, '.'/'..')
+    #[error("invalid topic: {0}")]
+    InvalidTopic(String),
+    /// INVALID_PARTITIONS (37)
+    #[error("invalid partitions: {0}")]
+    InvalidPartitions(String),
+    /// INVALID_REPLICATION_FACTOR (38)
+    #[error("invalid replication factor: {0}")]
+    InvalidReplicationFactor(String),
+    /// INVALID_REPLICA_ASSIGNMENT (39)
+    #[error("invalid replica assignment: {0}")]
+    InvalidReplicaAssignment(String),
+    /// INVALID_CONFIG (40)
+    #[error("invalid config: {0}")]
+    InvalidConfig(String),
+    /// NOT_CONTROLLER (41): retriable; the caller may retry after the leader is known.
+    #[error("not the controller")]
+    NotController,
+    /// STALE_BROKER_EPOCH (77)
+    #[error("stale broker epoch")]
+    StaleBrokerEpoch,
+    /// INVALID_UPDATE_VERSION (108): partition-epoch compare-and-set failed.
+    #[error("stale partition epoch")]
+    StalePartitionEpoch,
+    /// BROKER_ID_NOT_REGISTERED (102) / DUPLICATE_BROKER_REGISTRATION (101)
+    #[error("broker registration: {0}")]
+    BrokerRegistration(String),
+    /// REQUEST_TIMED_OUT (7): retriable.
+    #[error("metadata quorum timed out")]
+    Timeout,
+    /// UNKNOWN_SERVER_ERROR (-1) with a log line.
+    #[error("internal metadata error: {0}")]
+    Internal(String),
+}
+
+/// How to run this node's part of the metadata quorum.
+#[derive(Debug, Clone)]
+pub struct MetadataConfig {
+    pub node_id: i32,
+    /// Raft log, vote, snapshots and the cluster identity live under `data_dir/metadata/`.
+    pub data_dir: PathBuf,
+    /// Where this node listens for Raft RPCs from other voters (controller listener).
+    pub controller_listen: Option<SocketAddr>,
+    /// Static voter set (node id → controller address). Empty: local single-voter mode.
+    pub voters: BTreeMap<i32, SocketAddr>,
+    /// Bootstrap a new cluster on an empty data dir. Local mode always may; with voters
+    /// configured only when this is set.
+    pub bootstrap: bool,
+    /// Controller defaults for CreateTopics with -1 partitions / replication factor.
+    pub default_num_partitions: i32,
+    pub default_replication_factor: i16,
+    /// A broker that misses heartbeats for this long is fenced.
+    pub broker_session_timeout: Duration,
+}
+
+/// A listener a broker advertises.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct Endpoint {
+    pub name: String,
+    pub host: String,
+    pub port: u16,
+    /// Kafka's security protocol id (0 = PLAINTEXT).
+    pub security_protocol: i16,
+}
+
+/// What a broker sends to register.
+#[derive(Debug, Clone)]
+pub struct BrokerRegistration {
+    pub broker_id: i32,
+    pub incarnation_id: Uuid,
+    pub listeners: Vec<Endpoint>,
+    pub rack: Option<String>,
+}
+
+/// The controller's answer to a heartbeat.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct HeartbeatReply {
+    pub is_fenced: bool,
+    pub is_caught_up: bool,
+    pub should_shut_down: bool,
+}
+
+/// A topic to create.
+#[derive(Debug, Clone)]
+pub struct NewTopic {
+    pub name: String,
+    /// -1: controller default.
+    pub num_partitions: i32,
+    /// -1: controller default.
+    pub replication_factor: i16,
+    /// Explicit assignment (partition index → replica broker ids); empty: controller places.
+    pub assignments: BTreeMap<i32, Vec<i32>>,
+    /// Already validated by the broker (names and values).
+    pub configs: BTreeMap<String, String>,
+}
+
+/// A topic the controller created (or would create, with validate_only).
+#[derive(Debug, Clone)]
+pub struct CreatedTopic {
+    pub name: String,
+    pub topic_id: Uuid,
+    pub num_partitions: i32,
+    pub replication_factor: i16,
+}
+
+/// One incremental config change.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ConfigOp {
+    Set(String, String),
+    Delete(String),
+}
+
+/// A block of producer ids handed to a broker.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ProducerIdBlock {
+    pub first_producer_id: i64,
+    pub size: i32,
+}
+
+/// A broker as the metadata knows it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct BrokerImage {
+    pub id: i32,
+    pub incarnation_id: Uuid,
+    /// The Raft log index of its registration.
+    pub epoch: i64,
+    pub listeners: Vec<Endpoint>,
+    pub rack: Option<String>,
+    pub fenced: bool,
+    pub in_controlled_shutdown: bool,
+}
+
+/// One partition's replica state.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PartitionImage {
+    pub partition: i32,
+    pub replicas: Vec<i32>,
+    pub isr: Vec<i32>,
+    /// -1 when no leader.
+    pub leader: i32,
+    pub leader_epoch: i32,
+    pub partition_epoch: i32,
+}
+
+/// One topic.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TopicImage {
+    pub name: String,
+    pub id: Uuid,
+    /// Only the configs set on the topic (dynamic topic configs); defaults are the broker's.
+    pub configs: BTreeMap<String, String>,
+    pub partitions: Vec<PartitionImage>,
+}
+
+/// An immutable snapshot of committed cluster metadata. Handlers read it; nobody locks the
+/// quorum to answer a request.
+#[derive(Debug, Clone, Default)]
+pub struct MetadataImage {
+    /// Raft log index of the last applied entry.
+    pub offset: u64,
+    pub cluster_id: String,
+    /// Current Raft leader (the active controller), if known.
+    pub controller_id: Option<i32>,
+    pub brokers: BTreeMap<i32, BrokerImage>,
+    pub topics: BTreeMap<String, Arc<TopicImage>>,
+    pub topic_names_by_id: HashMap<Uuid, String>,
+    /// Cluster-wide dynamic configs.
+    pub cluster_configs: BTreeMap<String, String>,
+}
+
+/// This process's handle on the metadata quorum: a voter (and controller when it leads) or
+/// an observer. Cheap to clone.
+#[derive(Clone)]
+pub struct MetadataNode {
+    _private: Arc<()>,
+}
+
+impl MetadataNode {
+    /// Starts (or recovers) this node; returns once the local image is loaded. In local mode
+    /// it bootstraps a single-voter cluster on an empty data dir and waits for leadership.
+    pub async fn start(config: MetadataConfig) -> Result<MetadataNode, ControllerError> {
+        let _ = config;
+        todo!("issue 3")
+    }
+
+    pub fn node_id(&self) -> i32 {
+        todo!("issue 3")
+    }
+
+    pub fn cluster_id(&self) -> String {
+        todo!("issue 3")
+    }
+
+    /// The latest committed image known to this node.
+    pub fn image(&self) -> Arc<MetadataImage> {
+        todo!("issue 3")
+    }
+
+    /// Changes to the image, newest only.
+    pub fn watch(&self) -> tokio::sync::watch::Receiver<Arc<MetadataImage>> {
+        todo!("issue 3")
+    }
+
+    /// Registers a broker; returns its broker epoch (the registration's log index).
+    pub async fn register_broker(&self, registration: BrokerRegistration) -> Result<i64, ControllerError> {
+        let _ = registration;
+        todo!("issue 3")
+    }
+
+    pub async fn broker_heartbeat(
+        &self,
+        broker_id: i32,
+        broker_epoch: i64,
+        want_shut_down: bool,
+    ) -> Result<HeartbeatReply, ControllerError> {
+        let _ = (broker_id, broker_epoch, want_shut_down);
+        todo!("issue 3")
+    }
+
+    /// Creates topics (one result per input, in order). Validates names, counts, placement.
+    pub async fn create_topics(
+        &self,
+        topics: Vec<NewTopic>,
+        validate_only: bool,
+    ) -> Vec<Result<CreatedTopic, ControllerError>> {
+        let _ = (topics, validate_only);
+        todo!("issue 3")
+    }
+
+    /// Deletes topics by name (one result per input, in order).
+    pub async fn delete_topics(&self, names: Vec<String>) -> Vec<Result<Uuid, ControllerError>> {
+        let _ = names;
+        todo!("issue 3")
+    }
+
+    /// Raises a topic's partition count to `total_count`, optionally with explicit
+    /// assignments for the new partitions.
+    pub async fn create_partitions(
+        &self,
+        topic: String,
+        total_count: i32,
+        assignments: Vec<Vec<i32>>,
+        validate_only: bool,
+    ) -> Result<(), ControllerError> {
+        let _ = (topic, total_count, assignments, validate_only);
+        todo!("issue 3")
+    }
+
+    /// Applies config changes to a topic atomically (values already validated by the broker).
+    pub async fn alter_topic_configs(
+        &self,
+        topic: String,
+        ops: Vec<ConfigOp>,
+        validate_only: bool,
+    ) -> Result<(), ControllerError> {
+        let _ = (topic, ops, validate_only);
+        todo!("issue 3")
+    }
+
+    /// Applies config changes to the cluster-wide dynamic configs.
+    pub async fn alter_cluster_configs(
+        &self,
+        ops: Vec<ConfigOp>,
+        validate_only: bool,
+    ) -> Result<(), ControllerError> {
+        let _ = (ops, validate_only);
+        todo!("issue 3")
+    }
+
+    /// ISR change with a partition-epoch compare-and-set (replication, later issue).
+    pub async fn alter_partition_isr(
+        &self,
+        broker_id: i32,
+        broker_epoch: i64,
+        topic_id: Uuid,
+        partition: i32,
+        leader_epoch: i32,
+        partition_epoch: i32,
+        new_isr: Vec<i32>,
+    ) -> Result<PartitionImage, ControllerError> {
+        let _ = (broker_id, broker_epoch, topic_id, partition, leader_epoch, partition_epoch, new_isr);
+        todo!("issue 3")
+    }
+
+    pub async fn allocate_producer_ids(
+        &self,
+        broker_id: i32,
+        broker_epoch: i64,
+    ) -> Result<ProducerIdBlock, ControllerError> {
+        let _ = (broker_id, broker_epoch);
+        todo!("issue 3")
+    }
+
+    /// Stops Raft and closes storage cleanly.
+    pub async fn shutdown(&self) -> Result<(), ControllerError> {
+        todo!("issue 3")
+    }
+}
