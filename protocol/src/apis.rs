@@ -1,0 +1,31 @@
+//! The one list of Kafka APIs Sluice serves. Every other per-API table (the version table,
+//! the request and response enums, their decode and encode dispatch) is generated from it,
+//! so adding an API is one line here plus its handler.
+//!
+//! Each line: enum variant, request struct, response struct, the lowest and highest version
+//! advertised. Minimums follow Kafka 4.x (KIP-896) except Produce, advertised from v0 so that
+//! older librdkafka keeps its compression codecs; the structs decode Produce from v3 only,
+//! so a v0-v2 request fails to decode and closes the connection, as Kafka 4 rejects it.
+//! Maximums are what kafka-protocol 0.18's structs decode and encode (not
+//! `ApiKey::valid_versions()`, which overstates some).
+
+macro_rules! for_each_api {
+    ($m:ident) => {
+        $m! {
+            Produce(ProduceRequest, ProduceResponse) 0..=13,
+            Fetch(FetchRequest, FetchResponse) 4..=18,
+            ListOffsets(ListOffsetsRequest, ListOffsetsResponse) 1..=10,
+            Metadata(MetadataRequest, MetadataResponse) 0..=13,
+            ApiVersions(ApiVersionsRequest, ApiVersionsResponse) 0..=4,
+            CreateTopics(CreateTopicsRequest, CreateTopicsResponse) 2..=7,
+            DeleteTopics(DeleteTopicsRequest, DeleteTopicsResponse) 1..=6,
+            DeleteRecords(DeleteRecordsRequest, DeleteRecordsResponse) 0..=2,
+            OffsetForLeaderEpoch(OffsetForLeaderEpochRequest, OffsetForLeaderEpochResponse) 2..=4,
+            DescribeConfigs(DescribeConfigsRequest, DescribeConfigsResponse) 1..=4,
+            AlterConfigs(AlterConfigsRequest, AlterConfigsResponse) 0..=2,
+            CreatePartitions(CreatePartitionsRequest, CreatePartitionsResponse) 0..=3,
+            IncrementalAlterConfigs(IncrementalAlterConfigsRequest, IncrementalAlterConfigsResponse) 0..=1,
+            DescribeCluster(DescribeClusterRequest, DescribeClusterResponse) 0..=2,
+        }
+    };
+}
