@@ -1,0 +1,241 @@
+"""Bad input over a raw socket, and the wire-level compatibility rules of
+DESIGN.md (ApiVersions fallback, acks=0 gets no response, responses in order).
+
+Each bad input must close that connection while a concurrent, well-behaved
+client keeps producing and /healthz stays 200.
+"""
+
+import random
+import socket
+import time
+
+import pytest
+from confluent_kafka import Producer
+
+import kafka_wire as w
+from conftest import http_get
+from helpers import create_topic, read_partitions, unique_topic
+
+
+def _healthz_ok(broker):
+    status, _ = http_get(broker.admin, "/healthz")
+    assert status == 200, f"/healthz answered {status}"
+
+
+class GoodClient:
+    """A confluent-kafka producer that stays connected across the bad inputs; every
+    message it sends must be acknowledged at the next offset."""
+
+    def __init__(self, bootstrap, topic):
+        self.topic = topic
+        self.producer = Producer({"bootstrap.servers": bootstrap, "acks": "all",
+                                  "linger.ms": 0, "message.timeout.ms": 15000})
+        self.sent = []
+        self.acked = []
+
+    def produce_one(self):
+        value = f"good-{len(self.sent)}".encode()
+        results = []
+        self.producer.produce(self.topic, value=value, partition=0,
+                              on_delivery=lambda err, msg: results.append((err, msg)))
+        left = self.producer.flush(15)
+        assert left == 0, "good client's message not delivered within 15 s"
+        err, msg = results[0]
+        assert err is None, f"good client's produce failed: {err}"
+        assert msg.offset() == len(self.sent), (msg.offset(), len(self.sent))
+        self.sent.append(value)
+
+
+BAD_INPUTS = {
+    # A well-formed length prefix and 200 seeded random bytes: garbage header.
+    "random_frame": lambda: w.int32(200) + bytes([0x7A, 0x3C]) + random.Random(7).randbytes(198),
+    # Pure random bytes; the first four (0xd7...) read as a negative length.
+    "random_bytes": lambda: bytes([0xD7, 0x11, 0x42, 0x09]) + random.Random(11).randbytes(4092),
+    "length_0x7fffffff": lambda: b"\x7f\xff\xff\xff",
+    "length_negative": lambda: b"\xff\xff\xff\xff",
+    "unknown_api_key_9999": lambda: w.frame(w.request_header(9999, 0, 1) + b"\x00" * 16),
+    # Metadata v999 does not exist: an unsupported version of an API other than ApiVersions.
+    "unsupported_metadata_version": lambda: w.frame(w.request_header(w.API_METADATA, 999, 1) + w.int32(-1)),
+}
+
+
+@pytest.mark.parametrize("name", sorted(BAD_INPUTS))
+def test_bad_input_closes_connection_and_broker_keeps_serving(broker, name):
+    topic = unique_topic("bad-input")
+    create_topic(broker.bootstrap, topic, partitions=1)
+    good = GoodClient(broker.bootstrap, topic)
+    good.produce_one()
+
+    bad = w.connect(broker.bootstrap)
+    try:
+        bad.sendall(BAD_INPUTS[name]())
+    except (BrokenPipeError, ConnectionResetError):
+        pass  # closed before we finished writing: also a close
+    else:
+        w.expect_closed(bad, timeout=10)
+    finally:
+        bad.close()
+
+    good.produce_one()
+    _healthz_ok(broker)
+    assert broker.alive()
+    got = read_partitions(broker.bootstrap, topic, {0: len(good.sent)})[0]
+    assert [m.value() for m in got] == good.sent
+
+
+def test_truncated_frame_then_close(broker):
+    topic = unique_topic("truncated")
+    create_topic(broker.bootstrap, topic, partitions=1)
+    good = GoodClient(broker.bootstrap, topic)
+    good.produce_one()
+
+    # A frame that promises 100 bytes, delivers 20, then half-closes: the broker
+    # must notice the EOF mid-frame and close its side.
+    s = w.connect(broker.bootstrap)
+    s.sendall(w.int32(100) + w.request_header(w.API_METADATA, 1, 5) + b"\x00\x00")
+    s.shutdown(socket.SHUT_WR)
+    w.expect_closed(s, timeout=10)
+    s.close()
+
+    # And one that is simply dropped mid-frame (no half-close).
+    s = w.connect(broker.bootstrap)
+    s.sendall(w.int32(1000) + b"\x00\x03\x00\x01")
+    s.close()
+
+    good.produce_one()
+    _healthz_ok(broker)
+    assert broker.alive()
+
+
+def test_many_bad_connections_in_a_row(broker):
+    """Bounded: 50 garbage connections; the broker neither dies nor stops answering."""
+    for i in range(50):
+        s = w.connect(broker.bootstrap)
+        try:
+            s.sendall(random.Random(i).randbytes(64))
+        except OSError:
+            pass
+        s.close()
+    s = w.connect(broker.bootstrap)
+    s.sendall(w.api_versions_request(0, 77))
+    corr, err, keys, trailing = w.parse_api_versions_v0(w.read_frame(s))
+    s.close()
+    assert (corr, err, trailing) == (77, 0, 0)
+    assert w.API_PRODUCE in keys
+    _healthz_ok(broker)
+
+
+def test_api_versions_unknown_version_falls_back_to_v0(broker):
+    s = w.connect(broker.bootstrap)
+    s.sendall(w.api_versions_request(127, 4242))
+    body = w.read_frame(s)
+    corr, err, keys, trailing = w.parse_api_versions_v0(body)
+    assert corr == 4242, "response header v0 must carry the correlation id first"
+    assert err == w.UNSUPPORTED_VERSION
+    assert keys, "the fallback response lists at least ApiVersions' own range"
+    assert w.API_VERSIONS in keys
+    lo, hi = keys[w.API_VERSIONS]
+    assert lo == 0 and hi >= 3, keys[w.API_VERSIONS]
+    assert trailing == 0, f"v0 body has no throttle time nor tagged fields; {trailing} extra bytes"
+    # The connection stays usable: a supported ApiVersions now succeeds.
+    s.sendall(w.api_versions_request(1, 4243))
+    corr, err, keys, throttle, trailing = w.parse_api_versions_v1(w.read_frame(s))
+    s.close()
+    assert (corr, err, trailing) == (4243, 0, 0)
+
+
+@pytest.mark.parametrize("version", [0, 1, 2, 3])
+def test_api_versions_supported_versions(broker, version):
+    s = w.connect(broker.bootstrap)
+    s.sendall(w.api_versions_request(version, 900 + version))
+    body = w.read_frame(s)
+    s.close()
+    r = w.Reader(body)
+    assert r.int32() == 900 + version, "response header is v0 for every ApiVersions version"
+    assert r.int16() == 0
+    if version >= 3:
+        # Compact array of (key, min, max, tagged fields), then throttle and tags.
+        n = body[r.pos] - 1
+        r.pos += 1
+        keys = {}
+        for _ in range(n):
+            k, lo, hi = r.int16(), r.int16(), r.int16()
+            r.take(1)
+            keys[k] = (lo, hi)
+    else:
+        n = r.int32()
+        keys = {}
+        for _ in range(n):
+            k, lo, hi = r.int16(), r.int16(), r.int16()
+            keys[k] = (lo, hi)
+    for key in (w.API_PRODUCE, 1, 2, w.API_METADATA, w.API_VERSIONS):
+        assert key in keys, f"API {key} not advertised: {keys}"
+        lo, hi = keys[key]
+        assert 0 <= lo <= hi, (key, lo, hi)
+    # DESIGN.md: Produce is advertised from v0 so older librdkafka keeps its codecs.
+    assert keys[w.API_PRODUCE][0] == 0, keys[w.API_PRODUCE]
+    assert keys[w.API_PRODUCE][1] >= 8
+
+
+def test_acks0_produce_gets_no_response_and_order_is_kept(broker):
+    topic = unique_topic("acks0")
+    create_topic(broker.bootstrap, topic, partitions=1)
+    s = w.connect(broker.bootstrap)
+    s.sendall(w.api_versions_request(0, 1))
+    _, err, keys, _ = w.parse_api_versions_v0(w.read_frame(s))
+    assert err == 0
+    lo, hi = keys[w.API_PRODUCE]
+    version = min(8, hi)
+    assert version >= max(3, lo), f"no non-flexible Produce version in v3..v8: {keys[w.API_PRODUCE]}"
+
+    records = [(b"k0", b"acks-zero-0"), (b"k1", b"acks-zero-1")]
+    # Pipelined: acks=0 produce (corr 10), ApiVersions (corr 11), acks=1 produce (corr 12),
+    # Metadata (corr 13). Exactly three responses come back, in request order.
+    s.sendall(w.produce_request(version, 10, 0, topic, 0, w.record_batch(records))
+              + w.api_versions_request(0, 11)
+              + w.produce_request(version, 12, 1, topic, 0, w.record_batch([(b"k2", b"acks-one")]))
+              + w.metadata_request_v1(13, [topic]))
+    order = [w.correlation_id(w.read_frame(s)) for _ in range(3)]
+    assert order == [11, 12, 13]
+    s.settimeout(1.0)
+    with pytest.raises(socket.timeout):
+        extra = s.recv(1)
+        raise AssertionError(f"unexpected extra response bytes: {extra!r}")
+    s.close()
+
+    got = read_partitions(broker.bootstrap, topic, {0: 3})[0]
+    assert [(m.offset(), m.key(), m.value()) for m in got] == [
+        (0, b"k0", b"acks-zero-0"), (1, b"k1", b"acks-zero-1"), (2, b"k2", b"acks-one")]
+
+
+def test_produce_response_offsets_for_raw_batches(broker):
+    """A hand-built batch lands at the offsets the broker reports, and a batch with a bad
+    CRC is refused with CORRUPT_MESSAGE (2)."""
+    topic = unique_topic("raw-produce")
+    create_topic(broker.bootstrap, topic, partitions=1)
+    s = w.connect(broker.bootstrap)
+    s.sendall(w.api_versions_request(0, 1))
+    _, _, keys, _ = w.parse_api_versions_v0(w.read_frame(s))
+    version = min(8, keys[w.API_PRODUCE][1])
+
+    def produce(batch, corr):
+        s.sendall(w.produce_request(version, corr, -1, topic, 0, batch))
+        r = w.Reader(w.read_frame(s))
+        assert r.int32() == corr
+        assert r.int32() == 1
+        assert r.take(r.int16()).decode() == topic
+        assert r.int32() == 1
+        assert r.int32() == 0  # partition
+        error_code = r.int16()
+        base_offset = r.int64()
+        return error_code, base_offset
+
+    assert produce(w.record_batch([(b"a", b"1"), (b"b", b"2")]), 20) == (0, 0)
+    assert produce(w.record_batch([(b"c", b"3")]), 21) == (0, 2)
+    corrupt = bytearray(w.record_batch([(b"d", b"4")]))
+    corrupt[-1] ^= 0xFF  # flips a byte under the CRC
+    error_code, _ = produce(bytes(corrupt), 22)
+    assert error_code == 2, f"expected CORRUPT_MESSAGE (2), got {error_code}"
+    s.close()
+    got = read_partitions(broker.bootstrap, topic, {0: 3})[0]
+    assert [(m.key(), m.value()) for m in got] == [(b"a", b"1"), (b"b", b"2"), (b"c", b"3")]
