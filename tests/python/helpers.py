@@ -65,8 +65,9 @@ def consumer(bootstrap: str, **extra) -> Consumer:
     return Consumer(conf)
 
 
-def consume_exactly(cons: Consumer, count: int, timeout: float = 30.0):
-    """Polls until `count` messages arrived (bounded by `timeout`); fails on any message error."""
+def consume_exactly(cons: Consumer, count: int, timeout: float = 30.0, tolerate=()):
+    """Polls until `count` messages arrived (bounded by `timeout`); fails on any error
+    event except those whose code is in `tolerate`."""
     messages = []
     deadline = time.monotonic() + timeout
     while len(messages) < count:
@@ -76,6 +77,8 @@ def consume_exactly(cons: Consumer, count: int, timeout: float = 30.0):
         if msg is None:
             continue
         err = msg.error()
+        if err is not None and err.code() in tolerate:
+            continue
         if err is not None:
             raise AssertionError(f"consumer error: {err} (code {err.code()}, "
                                  f"topic {msg.topic()} partition {msg.partition()})")
