@@ -17,6 +17,15 @@ macro_rules! version_table {
         pub const SUPPORTED: &[ApiSupport] = &[
             $(ApiSupport { key: ApiKey::$variant, min: $min, max: $max },)*
         ];
+
+        /// Kafka's name for a served API (a static string for metric labels and logs);
+        /// "Unknown" for any other.
+        pub fn api_name(key: ApiKey) -> &'static str {
+            match key {
+                $(ApiKey::$variant => stringify!($variant),)*
+                _ => "Unknown",
+            }
+        }
     };
 }
 for_each_api!(version_table);

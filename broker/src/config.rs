@@ -1,0 +1,69 @@
+//! Broker settings: where it listens, its limits, and the broker-level Kafka configs it was
+//! started with (which are the defaults behind every topic's configs).
+
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+/// Everything the broker needs to run, fixed at startup.
+#[derive(Debug, Clone)]
+pub struct BrokerConfig {
+    /// `node.id`: this broker's id.
+    pub node_id: i32,
+    /// `log.dirs`: partition logs live in `<data_dir>/<topic>-<partition>/`.
+    pub data_dir: PathBuf,
+    /// `listeners`: the Kafka listener's bind address.
+    pub listen: SocketAddr,
+    /// `advertised.listeners`: the host and port clients are told to connect to.
+    pub advertised_host: String,
+    pub advertised_port: u16,
+    /// `broker.rack`.
+    pub rack: Option<String>,
+    /// Admin HTTP listener (/metrics, /healthz, /readyz).
+    pub admin_listen: Option<SocketAddr>,
+    /// `auto.create.topics.enable`.
+    pub auto_create_topics: bool,
+    /// `num.partitions` for auto-created topics.
+    pub num_partitions: i32,
+    /// `default.replication.factor` for auto-created topics.
+    pub default_replication_factor: i16,
+    /// `socket.request.max.bytes`: the largest request frame accepted.
+    pub max_request_bytes: usize,
+    /// `max.connections`.
+    pub max_connections: usize,
+    /// Requests read ahead of the one being handled, per connection.
+    pub max_inflight_requests_per_connection: usize,
+    /// `queued.max.request.bytes`: bytes of request frames held across all connections;
+    /// beyond it, connections wait before reading more (back-pressure).
+    pub max_queued_request_bytes: usize,
+    /// How often the broker heartbeats to the controller.
+    pub heartbeat_interval: Duration,
+    /// Broker-level Kafka configs set explicitly at startup, by Kafka name
+    /// (`log.retention.ms`, `message.max.bytes`, ...). Source STATIC_BROKER_CONFIG.
+    pub static_configs: BTreeMap<String, String>,
+}
+
+impl BrokerConfig {
+    /// A config for a broker on `listen` storing data in `data_dir`, everything else default.
+    pub fn new(data_dir: PathBuf, listen: SocketAddr) -> BrokerConfig {
+        BrokerConfig {
+            node_id: 1,
+            data_dir,
+            listen,
+            advertised_host: "localhost".into(),
+            advertised_port: listen.port(),
+            rack: None,
+            admin_listen: None,
+            auto_create_topics: true,
+            num_partitions: 1,
+            default_replication_factor: 1,
+            max_request_bytes: 100 * 1024 * 1024,
+            max_connections: 10_000,
+            max_inflight_requests_per_connection: 64,
+            max_queued_request_bytes: 512 * 1024 * 1024,
+            heartbeat_interval: Duration::from_secs(1),
+            static_configs: BTreeMap::new(),
+        }
+    }
+}

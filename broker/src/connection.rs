@@ -1,0 +1,194 @@
+//! One client connection: cut the byte stream into frames, decode each request, hand it to
+//! its handler, and write the responses back in request order.
+//!
+//! Requests on one connection are handled one at a time, as Kafka does; a pipelining client
+//! gets its responses in the order it sent the requests. Frames already buffered are handled
+//! before the socket is read again, and their responses leave in one write.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Instant;
+
+use bytes::BytesMut;
+use sluice_protocol::frame::{peek_length, split_frame, LENGTH_PREFIX_BYTES};
+use sluice_protocol::{decode_request, encode_response, ApiKey, DecodeError};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+use tokio::sync::{OwnedSemaphorePermit, Semaphore};
+
+use crate::broker::Broker;
+use crate::handlers;
+
+const READ_BUFFER_BYTES: usize = 64 * 1024;
+
+pub struct Connection {
+    broker: Arc<Broker>,
+    peer: SocketAddr,
+    queued_kib: Arc<Semaphore>,
+}
+
+/// Why a connection ended early; logged once.
+enum Close {
+    Eof,
+    Shutdown,
+    Io(std::io::Error),
+    Protocol(String),
+}
+
+impl Connection {
+    pub fn new(broker: Arc<Broker>, peer: SocketAddr, queued_kib: Arc<Semaphore>) -> Connection {
+        Connection {
+            broker,
+            peer,
+            queued_kib,
+        }
+    }
+
+    pub async fn run(self, mut stream: TcpStream) {
+        let _ = stream.set_nodelay(true);
+        metrics::gauge!("sluice_connections").increment(1.0);
+        metrics::counter!("sluice_connections_accepted_total").increment(1);
+        match self.serve(&mut stream).await {
+            Close::Eof | Close::Shutdown => tracing::debug!(peer = %self.peer, "connection closed"),
+            Close::Io(e) => {
+                tracing::debug!(peer = %self.peer, error = %e, "connection closed on I/O error")
+            }
+            Close::Protocol(reason) => {
+                metrics::counter!("sluice_connections_closed_on_bad_request_total").increment(1);
+                tracing::warn!(peer = %self.peer, "closing connection: {reason}");
+            }
+        }
+        metrics::gauge!("sluice_connections").decrement(1.0);
+    }
+
+    async fn serve(&self, stream: &mut TcpStream) -> Close {
+        let max_frame = self.broker.config.max_request_bytes;
+        let mut shutdown = self.broker.shutdown_signal();
+        let mut input = BytesMut::with_capacity(READ_BUFFER_BYTES);
+        let mut output = BytesMut::with_capacity(READ_BUFFER_BYTES);
+        loop {
+            // Hold memory permits for the next frame before its body is buffered.
+            let permit = loop {
+                match peek_length(&input, max_frame) {
+                    Err(e) => return Close::Protocol(e.to_string()),
+                    Ok(Some(len)) => {
+                        let permit = match self.reserve(len).await {
+                            Some(p) => p,
+                            None => return Close::Shutdown,
+                        };
+                        let need = LENGTH_PREFIX_BYTES + len;
+                        if input.capacity() < need {
+                            input.reserve(need - input.len());
+                        }
+                        break permit;
+                    }
+                    Ok(None) => {
+                        if let Some(close) = self.read_more(stream, &mut input, &mut shutdown).await
+                        {
+                            return close;
+                        }
+                    }
+                }
+            };
+            let frame = loop {
+                match split_frame(&mut input, max_frame) {
+                    Err(e) => return Close::Protocol(e.to_string()),
+                    Ok(Some(frame)) => break frame,
+                    Ok(None) => {
+                        if let Some(close) = self.read_more(stream, &mut input, &mut shutdown).await
+                        {
+                            return close;
+                        }
+                    }
+                }
+            };
+            if let Err(close) = self.handle(frame, &mut output).await {
+                return close;
+            }
+            drop(permit);
+            // More requests already buffered: answer them before writing, in one syscall.
+            let next_is_buffered = matches!(peek_length(&input, max_frame), Ok(Some(len)) if input.len() >= LENGTH_PREFIX_BYTES + len);
+            if !output.is_empty() && (!next_is_buffered || output.len() >= READ_BUFFER_BYTES) {
+                if let Err(e) = stream.write_all(&output).await {
+                    return Close::Io(e);
+                }
+                output.clear();
+            }
+            if *shutdown.borrow() && !next_is_buffered {
+                return Close::Shutdown;
+            }
+        }
+    }
+
+    async fn reserve(&self, frame_len: usize) -> Option<OwnedSemaphorePermit> {
+        let kib = u32::try_from(frame_len.div_ceil(1024).max(1)).unwrap_or(u32::MAX);
+        self.queued_kib.clone().acquire_many_owned(kib).await.ok()
+    }
+
+    async fn read_more(
+        &self,
+        stream: &mut TcpStream,
+        input: &mut BytesMut,
+        shutdown: &mut tokio::sync::watch::Receiver<bool>,
+    ) -> Option<Close> {
+        if input.capacity() - input.len() < 4096 {
+            input.reserve(READ_BUFFER_BYTES);
+        }
+        if *shutdown.borrow() && input.is_empty() {
+            return Some(Close::Shutdown);
+        }
+        tokio::select! {
+            read = stream.read_buf(input) => match read {
+                Ok(0) if input.is_empty() => Some(Close::Eof),
+                Ok(0) => Some(Close::Protocol(format!("peer closed mid-frame ({} bytes buffered)", input.len()))),
+                Ok(_) => None,
+                Err(e) => Some(Close::Io(e)),
+            },
+            _ = shutdown.changed(), if input.is_empty() => Some(Close::Shutdown),
+        }
+    }
+
+    /// Decodes and handles one request, appending its response (if any) to `output`.
+    async fn handle(&self, frame: bytes::Bytes, output: &mut BytesMut) -> Result<(), Close> {
+        let started = Instant::now();
+        let (header, request) = match decode_request(frame) {
+            Ok(decoded) => decoded,
+            Err(e) => {
+                let api = match &e {
+                    DecodeError::UnsupportedVersion { api_key, .. }
+                    | DecodeError::Malformed { api_key, .. } => {
+                        format!("{api_key:?}")
+                    }
+                    _ => "unknown".into(),
+                };
+                metrics::counter!("sluice_request_errors_total", "api" => api, "error" => "INVALID_REQUEST").increment(1);
+                return Err(Close::Protocol(e.to_string()));
+            }
+        };
+        let api_name = api_name(header.api_key);
+        let Some((response, version)) = handlers::handle(&self.broker, &header, request).await
+        else {
+            // acks=0 produce: no response at all.
+            record_request(api_name, started);
+            return Ok(());
+        };
+        crate::metrics::count_response_errors(api_name, &response);
+        if let Err(e) = encode_response(output, header.correlation_id, version, &response) {
+            tracing::error!(error = %e, "response encoding failed (a broker bug)");
+            return Err(Close::Protocol(e.to_string()));
+        }
+        record_request(api_name, started);
+        Ok(())
+    }
+}
+
+fn record_request(api: &'static str, started: Instant) {
+    metrics::counter!("sluice_requests_total", "api" => api).increment(1);
+    metrics::histogram!("sluice_request_duration_seconds", "api" => api)
+        .record(started.elapsed().as_secs_f64());
+}
+
+/// A static label for each API (metrics labels must not allocate per request).
+fn api_name(key: ApiKey) -> &'static str {
+    sluice_protocol::versions::api_name(key)
+}

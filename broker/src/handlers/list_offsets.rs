@@ -1,0 +1,59 @@
+//! ListOffsets: the earliest, latest or max-timestamp offset of a partition, or the first
+//! offset whose record timestamp is at or after a given time.
+
+use std::sync::Arc;
+
+use sluice_protocol::kafka::messages::list_offsets_response::{
+    ListOffsetsPartitionResponse, ListOffsetsTopicResponse,
+};
+use sluice_protocol::kafka::messages::{ListOffsetsRequest, ListOffsetsResponse};
+use sluice_protocol::ResponseError;
+
+use super::partition_for;
+use crate::broker::Broker;
+use crate::errors::storage_error_code;
+
+pub fn handle(
+    broker: &Arc<Broker>,
+    _version: i16,
+    request: ListOffsetsRequest,
+) -> ListOffsetsResponse {
+    let image = broker.image();
+    let topics = request
+        .topics
+        .into_iter()
+        .map(|topic| {
+            let name = topic.name.0.to_string();
+            let partitions = topic
+                .partitions
+                .into_iter()
+                .map(|p| {
+                    let response = ListOffsetsPartitionResponse::default()
+                        .with_partition_index(p.partition_index);
+                    let found =
+                        partition_for(broker, &image, &name, p.partition_index).and_then(|part| {
+                            if !part.is_leader() {
+                                return Err(ResponseError::NotLeaderOrFollower);
+                            }
+                            part.check_leader_epoch(p.current_leader_epoch)?;
+                            part.offset_for_timestamp(p.timestamp)
+                                .map_err(|e| storage_error_code(&e))
+                        });
+                    match found {
+                        Ok(Some(t)) => response
+                            .with_offset(t.offset)
+                            .with_timestamp(t.timestamp_ms)
+                            .with_leader_epoch(t.leader_epoch),
+                        // No record at or after that time: offset and timestamp -1, as Kafka.
+                        Ok(None) => response,
+                        Err(code) => response.with_error_code(code.code()),
+                    }
+                })
+                .collect();
+            ListOffsetsTopicResponse::default()
+                .with_name(topic.name)
+                .with_partitions(partitions)
+        })
+        .collect();
+    ListOffsetsResponse::default().with_topics(topics)
+}

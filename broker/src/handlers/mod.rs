@@ -1,0 +1,123 @@
+//! One file per Kafka API, named after it. A handler turns a typed request into a typed
+//! response; this module routes a decoded request to its handler.
+
+use std::sync::Arc;
+
+use sluice_protocol::{Request, RequestHeader, Response, ResponseError};
+use sluice_raft::MetadataImage;
+
+use crate::broker::Broker;
+use crate::partition::Partition;
+
+mod alter_configs;
+mod api_versions;
+mod create_partitions;
+mod create_topics;
+mod delete_records;
+mod delete_topics;
+mod describe_cluster;
+mod describe_configs;
+mod fetch;
+mod incremental_alter_configs;
+mod list_offsets;
+mod metadata;
+mod offset_for_leader_epoch;
+mod produce;
+
+/// Handles one request. `None` means no response is sent (acks=0 produce). The returned
+/// version is what the response is encoded at (it differs only for the ApiVersions fallback).
+pub async fn handle(
+    broker: &Arc<Broker>,
+    header: &RequestHeader,
+    request: Request,
+) -> Option<(Response, i16)> {
+    let v = header.api_version;
+    let response = match request {
+        Request::ApiVersions(r) => {
+            let (response, version) = api_versions::handle(v, r);
+            return Some((Response::ApiVersions(response), version));
+        }
+        Request::Produce(r) => Response::Produce(produce::handle(broker, v, r)?),
+        Request::Fetch(r) => Response::Fetch(fetch::handle(broker, v, r).await),
+        Request::ListOffsets(r) => Response::ListOffsets(list_offsets::handle(broker, v, r)),
+        Request::Metadata(r) => Response::Metadata(metadata::handle(broker, v, r).await),
+        Request::CreateTopics(r) => {
+            Response::CreateTopics(create_topics::handle(broker, v, r).await)
+        }
+        Request::DeleteTopics(r) => {
+            Response::DeleteTopics(delete_topics::handle(broker, v, r).await)
+        }
+        Request::CreatePartitions(r) => {
+            Response::CreatePartitions(create_partitions::handle(broker, r).await)
+        }
+        Request::DeleteRecords(r) => Response::DeleteRecords(delete_records::handle(broker, r)),
+        Request::DescribeConfigs(r) => {
+            Response::DescribeConfigs(describe_configs::handle(broker, v, r))
+        }
+        Request::AlterConfigs(r) => Response::AlterConfigs(alter_configs::handle(broker, r).await),
+        Request::IncrementalAlterConfigs(r) => {
+            Response::IncrementalAlterConfigs(incremental_alter_configs::handle(broker, r).await)
+        }
+        Request::DescribeCluster(r) => {
+            Response::DescribeCluster(describe_cluster::handle(broker, v, r))
+        }
+        Request::OffsetForLeaderEpoch(r) => {
+            Response::OffsetForLeaderEpoch(offset_for_leader_epoch::handle(broker, r))
+        }
+    };
+    Some((response, v))
+}
+
+/// The hosted partition `topic`/`index`, or the error a client acts on: an unknown topic or
+/// partition, or NOT_LEADER_OR_FOLLOWER when this broker does not host it (refresh metadata).
+pub(crate) fn partition_for(
+    broker: &Broker,
+    image: &MetadataImage,
+    topic: &str,
+    index: i32,
+) -> Result<Arc<Partition>, ResponseError> {
+    let Some(t) = image.topics.get(topic) else {
+        return Err(ResponseError::UnknownTopicOrPartition);
+    };
+    let Some(p) = t.partitions.iter().find(|p| p.partition == index) else {
+        return Err(ResponseError::UnknownTopicOrPartition);
+    };
+    if !p.replicas.contains(&broker.config.node_id) {
+        return Err(ResponseError::NotLeaderOrFollower);
+    }
+    if let Some(partition) = broker
+        .replicas
+        .get(topic, index)
+        .filter(|h| h.topic_id == t.id)
+    {
+        return Ok(partition);
+    }
+    // The image is newer than what the replica manager applied so far.
+    broker.replicas.apply_image(image);
+    broker
+        .replicas
+        .get(topic, index)
+        .filter(|h| h.topic_id == t.id)
+        .ok_or(ResponseError::NotLeaderOrFollower)
+}
+
+/// The topic name for a topic id, as requests v13+ of Produce and Fetch name topics.
+pub(crate) fn topic_name_for_id(image: &MetadataImage, id: &uuid::Uuid) -> Option<String> {
+    image.topic_names_by_id.get(id).cloned()
+}
+
+/// Kafka marks topics whose names start with "__" as internal.
+pub(crate) fn is_internal_topic(name: &str) -> bool {
+    name.starts_with("__")
+}
+
+pub(crate) fn str_bytes(s: impl Into<String>) -> sluice_protocol::kafka::protocol::StrBytes {
+    sluice_protocol::kafka::protocol::StrBytes::from_string(s.into())
+}
+
+/// An error message for a response, from anything displayable.
+pub(crate) fn message(
+    s: impl std::fmt::Display,
+) -> Option<sluice_protocol::kafka::protocol::StrBytes> {
+    Some(str_bytes(s.to_string()))
+}
