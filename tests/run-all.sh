@@ -105,10 +105,10 @@ run_node() {
   cd "$ROOT/tests/js" && timeout 600 node --test --test-concurrency=1 --test-reporter=tap
 }
 
-run_step "cargo-unit" timeout 1500 cargo test --workspace --exclude sluice-client-tests
+run_step "cargo-unit" timeout 1500 cargo test --workspace --exclude sluice-client-tests --no-fail-fast
 run_step "pytest" run_pytest
 run_step "node" run_node
-run_step "rust-clients" timeout 1200 cargo test -p sluice-client-tests
+run_step "rust-clients" timeout 1200 cargo test -p sluice-client-tests --no-fail-fast
 
 # ---------------------------------------------------------------------------- summary
 # Totals over every runner, read from their own closing lines.
