@@ -65,7 +65,7 @@ pub async fn handle(
             Response::OffsetForLeaderEpoch(offset_for_leader_epoch::handle(broker, r))
         }
     };
-    Some((response, v))
+    Outcome::Respond(response, v)
 }
 
 /// The hosted partition `topic`/`index`, or the error a client acts on: an unknown topic or

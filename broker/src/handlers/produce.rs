@@ -1,5 +1,5 @@
 //! Produce: append each partition's record batch on its leader and answer with the assigned
-//! base offset. acks=0 gets no response; acks=1 and acks=all are answered once the batch is
+//! base offset. acks=0 gets no response (and a closed connection on failure, as Kafka); acks=1 and acks=all are answered once the batch is
 //! in the log and, for acks=all, committed by the ISR (the leader alone today).
 
 use std::sync::Arc;
@@ -72,7 +72,20 @@ pub fn handle(
             response.with_name(TopicName(topic.name.0))
         });
     }
-    (acks != 0).then(|| ProduceResponse::default().with_responses(responses))
+    ProduceResponse::default().with_responses(responses)
+}
+
+/// The first partition error in a response, if any.
+pub fn first_error(response: &ProduceResponse) -> Option<ResponseError> {
+    response
+        .responses
+        .iter()
+        .flat_map(|t| &t.partition_responses)
+        .find(|p| p.error_code != 0)
+        .map(|p| {
+            ResponseError::try_from_code(p.error_code)
+                .unwrap_or(ResponseError::Unknown(p.error_code))
+        })
 }
 
 fn append(
