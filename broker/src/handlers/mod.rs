@@ -24,20 +24,36 @@ mod metadata;
 mod offset_for_leader_epoch;
 mod produce;
 
-/// Handles one request. `None` means no response is sent (acks=0 produce). The returned
-/// version is what the response is encoded at (it differs only for the ApiVersions fallback).
-pub async fn handle(
-    broker: &Arc<Broker>,
-    header: &RequestHeader,
-    request: Request,
-) -> Option<(Response, i16)> {
+/// What the connection does after a request.
+pub enum Outcome {
+    /// Send this response, encoded at this version (which differs from the request's only
+    /// for the ApiVersions fallback).
+    Respond(Response, i16),
+    /// Send nothing (acks=0 produce that succeeded).
+    Silent,
+    /// Close the connection: the only way to tell an acks=0 producer that its write failed.
+    Close(String),
+}
+
+/// Handles one request.
+pub async fn handle(broker: &Arc<Broker>, header: &RequestHeader, request: Request) -> Outcome {
     let v = header.api_version;
     let response = match request {
         Request::ApiVersions(r) => {
             let (response, version) = api_versions::handle(v, r);
-            return Some((Response::ApiVersions(response), version));
+            return Outcome::Respond(Response::ApiVersions(response), version);
         }
-        Request::Produce(r) => Response::Produce(produce::handle(broker, v, r)?),
+        Request::Produce(r) => {
+            let acks = r.acks;
+            let response = produce::handle(broker, v, r);
+            if acks != 0 {
+                Response::Produce(response)
+            } else if let Some(error) = produce::first_error(&response) {
+                return Outcome::Close(format!("acks=0 produce failed with {error:?}"));
+            } else {
+                return Outcome::Silent;
+            }
+        }
         Request::Fetch(r) => Response::Fetch(fetch::handle(broker, v, r).await),
         Request::ListOffsets(r) => Response::ListOffsets(list_offsets::handle(broker, v, r)),
         Request::Metadata(r) => Response::Metadata(metadata::handle(broker, v, r).await),

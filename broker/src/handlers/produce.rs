@@ -18,11 +18,7 @@ const MAGIC_OFFSET: usize = 16;
 /// Bytes of a batch not counted by its length field: base offset and length.
 const LOG_OVERHEAD: usize = 12;
 
-pub fn handle(
-    broker: &Arc<Broker>,
-    version: i16,
-    request: ProduceRequest,
-) -> Option<ProduceResponse> {
+pub fn handle(broker: &Arc<Broker>, version: i16, request: ProduceRequest) -> ProduceResponse {
     let acks = request.acks;
     let image = broker.image();
     let now = now_ms();
