@@ -1,9 +1,56 @@
-//! sluice-raft: the replicated source of truth for cluster metadata.
+//! sluice-raft: the replicated source of truth for cluster metadata (a KRaft-style quorum).
 //!
-//! CONTRACT SKELETON (to be implemented in issue 3). The public API below is what the broker
-//! and the binary code against; implementations may add to it but must not change these
-//! signatures without updating the broker in the same commit. Nothing outside this crate
-//! names openraft types.
+//! What it is for: brokers, topics, partitions (replicas, ISR, leader, epochs), configs and
+//! producer-id blocks, replicated by Raft over the voters' controller listeners; the
+//! controller logic that decides changes runs on the Raft leader. What it is not for: record
+//! data (storage/) or Kafka requests (broker/). Main types: [`MetadataNode`] (start, read
+//! [`MetadataImage`]s, send controller requests from any node), [`MetadataConfig`],
+//! [`ControllerError`]. Nothing public names openraft types.
+//!
+//! Local mode (no voters configured) is a single-voter quorum bootstrapped on the first start
+//! of an empty data dir. With voters configured, a node bootstraps only when told to
+//! (`bootstrap`); otherwise it waits to be contacted by a leader.
+//!
+//! # Why openraft 0.9.25, pinned exactly
+//!
+//! 0.9.x is openraft's stable, documented line; 0.9.25 is its latest release. It needs the
+//! `storage-v2` feature for the split log store / state machine API used here and has no
+//! leader-lease reads (we do not need them: reads are served from the applied image, and the
+//! controller checks leadership through Raft before deciding). 0.10 is where new work
+//! happens, but it is an alpha whose APIs still change, and its "commit without a real
+//! quorum" bug (#1802) is fixed only with `quorum-set` >= 0.2.3 in the lock file. The exact
+//! pin keeps a `cargo update` from changing consensus code under us; moving to 0.10 is a
+//! deliberate change with the storage conformance suite re-run.
+//!
+//! # Layout (as in openraft's raft-kv examples)
+//!
+//! - `types.rs`: the openraft type configuration.
+//! - `records.rs`: metadata records; one Raft entry is a batch applied atomically.
+//! - `state.rs`: the replicated state and how records change it.
+//! - `log_store.rs`: the durable Raft log and vote (fsync before acknowledging).
+//! - `state_machine.rs`: applying entries, publishing images, snapshots.
+//! - `network.rs`: the TCP controller transport (Raft RPCs and forwarded requests).
+//! - `controller.rs`: validation and decisions (placement, elections, fencing, CAS).
+//! - `identity.rs`: node id and cluster id under `<data_dir>/metadata/`.
+//! - `node.rs`: the running node: startup, leader-side execution, forwarding, sessions.
+//!
+//! # Membership
+//!
+//! The voter set is static configuration (`voters`): start every voter with the same list
+//! and exactly one of them with `bootstrap` on its first start. A node that has a node
+//! identity but lost its log refuses to start (a Raft node id is never reused with an empty
+//! log); wipe its whole `metadata/` directory and give it a new node id instead.
+
+mod controller;
+mod identity;
+mod log_store;
+mod network;
+mod node;
+mod records;
+mod state;
+mod state_machine;
+mod storage_util;
+mod types;
 
 use std::collections::{BTreeMap, HashMap};
 use std::net::SocketAddr;
@@ -11,10 +58,13 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
+use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
+use crate::node::{ControllerRequest, ControllerResponse, NodeInner};
+
 /// Errors from controller operations; each maps to one Kafka error code (see variants).
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error, Serialize, Deserialize)]
 pub enum ControllerError {
     /// TOPIC_ALREADY_EXISTS (36)
     #[error("topic '{0}' already exists")]
@@ -78,7 +128,7 @@ pub struct MetadataConfig {
 }
 
 /// A listener a broker advertises.
-#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Endpoint {
     pub name: String,
     pub host: String,
@@ -88,7 +138,7 @@ pub struct Endpoint {
 }
 
 /// What a broker sends to register.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct BrokerRegistration {
     pub broker_id: i32,
     pub incarnation_id: Uuid,
@@ -97,7 +147,7 @@ pub struct BrokerRegistration {
 }
 
 /// The controller's answer to a heartbeat.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 pub struct HeartbeatReply {
     pub is_fenced: bool,
     pub is_caught_up: bool,
@@ -105,7 +155,7 @@ pub struct HeartbeatReply {
 }
 
 /// A topic to create.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct NewTopic {
     pub name: String,
     /// -1: controller default.
@@ -119,7 +169,7 @@ pub struct NewTopic {
 }
 
 /// A topic the controller created (or would create, with validate_only).
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct CreatedTopic {
     pub name: String,
     pub topic_id: Uuid,
@@ -128,21 +178,21 @@ pub struct CreatedTopic {
 }
 
 /// One incremental config change.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub enum ConfigOp {
     Set(String, String),
     Delete(String),
 }
 
 /// A block of producer ids handed to a broker.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ProducerIdBlock {
     pub first_producer_id: i64,
     pub size: i32,
 }
 
 /// A broker as the metadata knows it.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct BrokerImage {
     pub id: i32,
     pub incarnation_id: Uuid,
@@ -155,7 +205,7 @@ pub struct BrokerImage {
 }
 
 /// One partition's replica state.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct PartitionImage {
     pub partition: i32,
     pub replicas: Vec<i32>,
@@ -167,7 +217,7 @@ pub struct PartitionImage {
 }
 
 /// One topic.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct TopicImage {
     pub name: String,
     pub id: Uuid,
@@ -194,41 +244,72 @@ pub struct MetadataImage {
 
 /// This process's handle on the metadata quorum: a voter (and controller when it leads) or
 /// an observer. Cheap to clone.
+///
+/// Controller methods may be called on any node: a non-leader forwards the request to the
+/// leader over the controller transport. They never panic; a request that cannot finish in
+/// time (no leader, partitioned away) returns [`ControllerError::Timeout`].
 #[derive(Clone)]
 pub struct MetadataNode {
-    _private: Arc<()>,
+    inner: Arc<NodeInner>,
+}
+
+impl std::fmt::Debug for MetadataNode {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("MetadataNode")
+            .field("node_id", &self.inner.node_id())
+            .finish()
+    }
+}
+
+fn unexpected(resp: ControllerResponse) -> ControllerError {
+    match resp {
+        ControllerResponse::Failed(e) => e,
+        other => ControllerError::Internal(format!("unexpected controller response {other:?}")),
+    }
 }
 
 impl MetadataNode {
     /// Starts (or recovers) this node; returns once the local image is loaded. In local mode
     /// it bootstraps a single-voter cluster on an empty data dir and waits for leadership.
     pub async fn start(config: MetadataConfig) -> Result<MetadataNode, ControllerError> {
-        let _ = config;
-        todo!("issue 3")
+        Ok(MetadataNode {
+            inner: NodeInner::start(config).await?,
+        })
     }
 
     pub fn node_id(&self) -> i32 {
-        todo!("issue 3")
+        self.inner.node_id()
     }
 
+    /// The cluster id committed in the metadata log (before it is known on a joining voter:
+    /// the one in `meta.properties`, possibly empty).
     pub fn cluster_id(&self) -> String {
-        todo!("issue 3")
+        self.inner.cluster_id()
     }
 
     /// The latest committed image known to this node.
     pub fn image(&self) -> Arc<MetadataImage> {
-        todo!("issue 3")
+        self.inner.image()
     }
 
     /// Changes to the image, newest only.
     pub fn watch(&self) -> tokio::sync::watch::Receiver<Arc<MetadataImage>> {
-        todo!("issue 3")
+        self.inner.watch()
     }
 
     /// Registers a broker; returns its broker epoch (the registration's log index).
-    pub async fn register_broker(&self, registration: BrokerRegistration) -> Result<i64, ControllerError> {
-        let _ = registration;
-        todo!("issue 3")
+    pub async fn register_broker(
+        &self,
+        registration: BrokerRegistration,
+    ) -> Result<i64, ControllerError> {
+        match self
+            .inner
+            .call(ControllerRequest::RegisterBroker(registration))
+            .await
+        {
+            ControllerResponse::BrokerEpoch(r) => r,
+            other => Err(unexpected(other)),
+        }
     }
 
     pub async fn broker_heartbeat(
@@ -237,8 +318,15 @@ impl MetadataNode {
         broker_epoch: i64,
         want_shut_down: bool,
     ) -> Result<HeartbeatReply, ControllerError> {
-        let _ = (broker_id, broker_epoch, want_shut_down);
-        todo!("issue 3")
+        let req = ControllerRequest::Heartbeat {
+            broker_id,
+            broker_epoch,
+            want_shut_down,
+        };
+        match self.inner.call(req).await {
+            ControllerResponse::Heartbeat(r) => r,
+            other => Err(unexpected(other)),
+        }
     }
 
     /// Creates topics (one result per input, in order). Validates names, counts, placement.
@@ -247,14 +335,31 @@ impl MetadataNode {
         topics: Vec<NewTopic>,
         validate_only: bool,
     ) -> Vec<Result<CreatedTopic, ControllerError>> {
-        let _ = (topics, validate_only);
-        todo!("issue 3")
+        let n = topics.len();
+        match self
+            .inner
+            .call(ControllerRequest::CreateTopics {
+                topics,
+                validate_only,
+            })
+            .await
+        {
+            ControllerResponse::CreateTopics(r) if r.len() == n => r,
+            other => vec![Err(unexpected(other)); n],
+        }
     }
 
     /// Deletes topics by name (one result per input, in order).
     pub async fn delete_topics(&self, names: Vec<String>) -> Vec<Result<Uuid, ControllerError>> {
-        let _ = names;
-        todo!("issue 3")
+        let n = names.len();
+        match self
+            .inner
+            .call(ControllerRequest::DeleteTopics { names })
+            .await
+        {
+            ControllerResponse::DeleteTopics(r) if r.len() == n => r,
+            other => vec![Err(unexpected(other)); n],
+        }
     }
 
     /// Raises a topic's partition count to `total_count`, optionally with explicit
@@ -266,8 +371,16 @@ impl MetadataNode {
         assignments: Vec<Vec<i32>>,
         validate_only: bool,
     ) -> Result<(), ControllerError> {
-        let _ = (topic, total_count, assignments, validate_only);
-        todo!("issue 3")
+        let req = ControllerRequest::CreatePartitions {
+            topic,
+            total_count,
+            assignments,
+            validate_only,
+        };
+        match self.inner.call(req).await {
+            ControllerResponse::Done(r) => r,
+            other => Err(unexpected(other)),
+        }
     }
 
     /// Applies config changes to a topic atomically (values already validated by the broker).
@@ -277,8 +390,18 @@ impl MetadataNode {
         ops: Vec<ConfigOp>,
         validate_only: bool,
     ) -> Result<(), ControllerError> {
-        let _ = (topic, ops, validate_only);
-        todo!("issue 3")
+        match self
+            .inner
+            .call(ControllerRequest::AlterTopicConfigs {
+                topic,
+                ops,
+                validate_only,
+            })
+            .await
+        {
+            ControllerResponse::Done(r) => r,
+            other => Err(unexpected(other)),
+        }
     }
 
     /// Applies config changes to the cluster-wide dynamic configs.
@@ -287,11 +410,18 @@ impl MetadataNode {
         ops: Vec<ConfigOp>,
         validate_only: bool,
     ) -> Result<(), ControllerError> {
-        let _ = (ops, validate_only);
-        todo!("issue 3")
+        match self
+            .inner
+            .call(ControllerRequest::AlterClusterConfigs { ops, validate_only })
+            .await
+        {
+            ControllerResponse::Done(r) => r,
+            other => Err(unexpected(other)),
+        }
     }
 
     /// ISR change with a partition-epoch compare-and-set (replication, later issue).
+    #[allow(clippy::too_many_arguments)]
     pub async fn alter_partition_isr(
         &self,
         broker_id: i32,
@@ -302,21 +432,46 @@ impl MetadataNode {
         partition_epoch: i32,
         new_isr: Vec<i32>,
     ) -> Result<PartitionImage, ControllerError> {
-        let _ = (broker_id, broker_epoch, topic_id, partition, leader_epoch, partition_epoch, new_isr);
-        todo!("issue 3")
+        let req = ControllerRequest::AlterPartitionIsr {
+            broker_id,
+            broker_epoch,
+            topic_id,
+            partition,
+            leader_epoch,
+            partition_epoch,
+            new_isr,
+        };
+        match self.inner.call(req).await {
+            ControllerResponse::Partition(r) => r,
+            other => Err(unexpected(other)),
+        }
     }
 
+    /// Hands the broker a block of 1000 producer ids.
     pub async fn allocate_producer_ids(
         &self,
         broker_id: i32,
         broker_epoch: i64,
     ) -> Result<ProducerIdBlock, ControllerError> {
-        let _ = (broker_id, broker_epoch);
-        todo!("issue 3")
+        match self
+            .inner
+            .call(ControllerRequest::AllocateProducerIds {
+                broker_id,
+                broker_epoch,
+            })
+            .await
+        {
+            ControllerResponse::ProducerIds(r) => r,
+            other => Err(unexpected(other)),
+        }
     }
 
     /// Stops Raft and closes storage cleanly.
     pub async fn shutdown(&self) -> Result<(), ControllerError> {
-        todo!("issue 3")
+        self.inner.shutdown().await;
+        Ok(())
     }
 }
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,735 @@
+//! A running metadata node: owns the Raft instance, runs controller requests on the leader
+//! (or forwards them to it), tracks broker sessions and fences the expired ones, and keeps
+//! the published image's controller id current.
+//!
+//! Controller requests on the leader run one at a time (the `session` mutex) against state
+//! that has applied every committed entry: the leader has applied an entry of its own term
+//! (or waited for `ensure_linearizable`), and each write returns only once applied. So a
+//! decision never rests on stale metadata, like Kafka's single-threaded controller.
+
+use std::collections::{BTreeMap, HashMap};
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use openraft::error::{ClientWriteError, RaftError};
+use openraft::{BasicNode, Config, SnapshotPolicy};
+use serde::{Deserialize, Serialize};
+use tokio::task::JoinHandle;
+use tokio::time::Instant;
+use uuid::Uuid;
+
+use crate::controller::{self, Defaults};
+use crate::identity::{self, Identity};
+use crate::log_store::LogStore;
+use crate::network::{self, NetworkFactory, PeerBook};
+use crate::records::{MetadataBatch, MetadataRecord};
+use crate::state::MetadataState;
+use crate::state_machine::{ImagePublisher, StateMachineStore};
+use crate::storage_util::lock;
+use crate::types::{kafka_id, raft_id, NodeId, Raft};
+use crate::{
+    BrokerRegistration, ConfigOp, ControllerError, CreatedTopic, HeartbeatReply, MetadataConfig,
+    MetadataImage, NewTopic, PartitionImage, ProducerIdBlock,
+};
+
+/// How long a controller request may take end to end (including finding the leader).
+pub(crate) const REQUEST_TIMEOUT: Duration = Duration::from_secs(10);
+/// How long `start` waits for a local-mode node to lead and load its image.
+const LOCAL_READY_TIMEOUT: Duration = Duration::from_secs(15);
+/// How long `start` waits for a voter to catch up before returning anyway.
+const VOTER_READY_TIMEOUT: Duration = Duration::from_secs(3);
+/// The leader checks broker sessions this often.
+const TICK_INTERVAL: Duration = Duration::from_millis(100);
+
+/// A controller request as it travels to the leader.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub(crate) enum ControllerRequest {
+    RegisterBroker(BrokerRegistration),
+    Heartbeat {
+        broker_id: i32,
+        broker_epoch: i64,
+        want_shut_down: bool,
+    },
+    CreateTopics {
+        topics: Vec<NewTopic>,
+        validate_only: bool,
+    },
+    DeleteTopics {
+        names: Vec<String>,
+    },
+    CreatePartitions {
+        topic: String,
+        total_count: i32,
+        assignments: Vec<Vec<i32>>,
+        validate_only: bool,
+    },
+    AlterTopicConfigs {
+        topic: String,
+        ops: Vec<ConfigOp>,
+        validate_only: bool,
+    },
+    AlterClusterConfigs {
+        ops: Vec<ConfigOp>,
+        validate_only: bool,
+    },
+    AlterPartitionIsr {
+        broker_id: i32,
+        broker_epoch: i64,
+        topic_id: Uuid,
+        partition: i32,
+        leader_epoch: i32,
+        partition_epoch: i32,
+        new_isr: Vec<i32>,
+    },
+    AllocateProducerIds {
+        broker_id: i32,
+        broker_epoch: i64,
+    },
+}
+
+/// The leader's answer; `Failed` when the whole request could not run (not the leader,
+/// timeout, shut down).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub(crate) enum ControllerResponse {
+    BrokerEpoch(Result<i64, ControllerError>),
+    Heartbeat(Result<HeartbeatReply, ControllerError>),
+    CreateTopics(Vec<Result<CreatedTopic, ControllerError>>),
+    DeleteTopics(Vec<Result<Uuid, ControllerError>>),
+    Done(Result<(), ControllerError>),
+    Partition(Result<PartitionImage, ControllerError>),
+    ProducerIds(Result<ProducerIdBlock, ControllerError>),
+    Failed(ControllerError),
+}
+
+/// The leader's in-memory view of broker sessions (not replicated: a new controller gives
+/// every broker a fresh session, Kafka's grace period after a controller change).
+#[derive(Default)]
+struct Session {
+    term: u64,
+    last_heartbeat: HashMap<i32, Instant>,
+}
+
+pub(crate) struct NodeInner {
+    node_id: i32,
+    raft: Raft,
+    sm: StateMachineStore,
+    publisher: Arc<ImagePublisher>,
+    meta_dir: PathBuf,
+    identity: Mutex<Identity>,
+    defaults: Defaults,
+    session_timeout: Duration,
+    session: tokio::sync::Mutex<Session>,
+    peers: PeerBook,
+    tasks: Mutex<Vec<JoinHandle<()>>>,
+    stopped: AtomicBool,
+}
+
+fn internal(e: impl std::fmt::Display) -> ControllerError {
+    ControllerError::Internal(e.to_string())
+}
+
+fn raft_config() -> Result<Config, ControllerError> {
+    let config = Config {
+        cluster_name: "sluice-metadata".to_string(),
+        heartbeat_interval: 100,
+        election_timeout_min: 500,
+        election_timeout_max: 1000,
+        install_snapshot_timeout: 2000,
+        snapshot_policy: SnapshotPolicy::LogsSinceLast(1024),
+        max_in_snapshot_log_to_keep: 256,
+        ..Default::default()
+    };
+    config.validate().map_err(internal)
+}
+
+impl NodeInner {
+    pub async fn start(config: MetadataConfig) -> Result<Arc<NodeInner>, ControllerError> {
+        let local = config.voters.is_empty();
+        if config.node_id < 0 {
+            return Err(ControllerError::Internal(format!(
+                "invalid node id {}",
+                config.node_id
+            )));
+        }
+        if !local && !config.voters.contains_key(&config.node_id) {
+            return Err(ControllerError::Internal(format!(
+                "node {} is not in the configured voters {:?}",
+                config.node_id,
+                config.voters.keys().collect::<Vec<_>>()
+            )));
+        }
+        if !local && config.controller_listen.is_none() {
+            return Err(ControllerError::Internal(
+                "a voter needs a controller listener".into(),
+            ));
+        }
+        let may_bootstrap = local || config.bootstrap;
+
+        let meta_dir = config.data_dir.join("metadata");
+        std::fs::create_dir_all(&meta_dir).map_err(internal)?;
+        let log_dir = meta_dir.join("log");
+        let identity = match identity::load(&meta_dir).map_err(internal)? {
+            Some(id) if id.node_id != config.node_id => {
+                return Err(ControllerError::Internal(format!(
+                    "{} belongs to node {}, not node {}",
+                    meta_dir.display(),
+                    id.node_id,
+                    config.node_id
+                )));
+            }
+            Some(_) if !log_dir.exists() => {
+                // The identity outlived its log: starting would reuse a Raft node id with an
+                // empty log, which can elect two leaders or lose committed entries.
+                return Err(ControllerError::Internal(format!(
+                    "{} has a node identity but no metadata log; refusing to reuse node id {} with an empty log",
+                    meta_dir.display(),
+                    config.node_id
+                )));
+            }
+            Some(id) => id,
+            None => {
+                let id = Identity {
+                    node_id: config.node_id,
+                    cluster_id: if may_bootstrap {
+                        identity::new_cluster_id()
+                    } else {
+                        String::new()
+                    },
+                };
+                identity::store(&meta_dir, &id).map_err(internal)?;
+                id
+            }
+        };
+
+        let publisher = ImagePublisher::new();
+        let log = LogStore::open(&log_dir).map_err(internal)?;
+        let sm = StateMachineStore::open(&meta_dir.join("state"), publisher.clone())
+            .map_err(internal)?;
+        let last_index_at_start = log.last_index();
+        let peers = PeerBook::new(config.voters.clone());
+        let me = raft_id(config.node_id);
+        let raft = Raft::new(
+            me,
+            Arc::new(raft_config()?),
+            NetworkFactory {
+                peers: peers.clone(),
+            },
+            log,
+            sm.clone(),
+        )
+        .await
+        .map_err(internal)?;
+
+        let listener = match config.controller_listen {
+            Some(addr) => Some(
+                tokio::net::TcpListener::bind(addr)
+                    .await
+                    .map_err(internal)?,
+            ),
+            None => None,
+        };
+
+        let node = Arc::new(NodeInner {
+            node_id: config.node_id,
+            raft: raft.clone(),
+            sm,
+            publisher,
+            meta_dir,
+            identity: Mutex::new(identity),
+            defaults: Defaults {
+                num_partitions: config.default_num_partitions,
+                replication_factor: config.default_replication_factor,
+            },
+            session_timeout: config.broker_session_timeout,
+            session: tokio::sync::Mutex::new(Session::default()),
+            peers,
+            tasks: Mutex::new(Vec::new()),
+            stopped: AtomicBool::new(false),
+        });
+
+        if let Some(listener) = listener {
+            node.spawn(network::serve(listener, node.clone()));
+        }
+        node.spawn(watch_leader(node.clone()));
+        node.spawn(tick_loop(node.clone()));
+
+        if !raft.is_initialized().await.map_err(internal)? {
+            if local {
+                let addr = config
+                    .controller_listen
+                    .map(|a| a.to_string())
+                    .unwrap_or_default();
+                let members = BTreeMap::from([(me, BasicNode { addr })]);
+                raft.initialize(members).await.map_err(internal)?;
+                tracing::info!(
+                    node_id = config.node_id,
+                    "bootstrapped a single-voter metadata quorum"
+                );
+            } else if config.bootstrap {
+                let members: BTreeMap<NodeId, BasicNode> = config
+                    .voters
+                    .iter()
+                    .map(|(id, addr)| {
+                        (
+                            raft_id(*id),
+                            BasicNode {
+                                addr: addr.to_string(),
+                            },
+                        )
+                    })
+                    .collect();
+                match raft.initialize(members).await {
+                    Ok(()) => {
+                        tracing::info!(voters = ?config.voters.keys(), "bootstrapped the metadata quorum")
+                    }
+                    // Another voter bootstrapped first and reached us: nothing to do.
+                    Err(RaftError::APIError(e)) => {
+                        tracing::info!(error = %e, "metadata quorum already initialized")
+                    }
+                    Err(e) => {
+                        node.shutdown().await;
+                        return Err(internal(e));
+                    }
+                }
+            } else {
+                tracing::info!(
+                    node_id = config.node_id,
+                    "empty metadata log and no bootstrap: waiting for a leader of the configured voters"
+                );
+            }
+        }
+
+        let (deadline, must) = if local {
+            (Instant::now() + LOCAL_READY_TIMEOUT, true)
+        } else {
+            (Instant::now() + VOTER_READY_TIMEOUT, false)
+        };
+        if let Err(e) = node.wait_ready(local, last_index_at_start, deadline).await {
+            if must {
+                node.shutdown().await;
+                return Err(e);
+            }
+            tracing::info!(
+                "metadata voter started before catching up; it catches up in the background"
+            );
+        }
+        Ok(node)
+    }
+
+    fn spawn<F: std::future::Future<Output = ()> + Send + 'static>(&self, f: F) {
+        lock(&self.tasks).push(tokio::spawn(f));
+    }
+
+    /// Waits until a leader is known and this node applied its log as of start (local mode:
+    /// until it leads and the cluster id is committed).
+    async fn wait_ready(
+        &self,
+        local: bool,
+        last_index: u64,
+        deadline: Instant,
+    ) -> Result<(), ControllerError> {
+        let mut metrics = self.raft.metrics();
+        loop {
+            let (leader, applied) = {
+                let m = metrics.borrow();
+                (
+                    m.current_leader,
+                    m.last_applied.map(|l| l.index).unwrap_or(0),
+                )
+            };
+            let ready = if local {
+                leader == Some(raft_id(self.node_id))
+                    && applied >= last_index
+                    && !self.sm.state().cluster_id.is_empty()
+            } else {
+                leader.is_some() && applied >= last_index
+            };
+            if ready {
+                return Ok(());
+            }
+            if local && leader == Some(raft_id(self.node_id)) {
+                self.tick().await;
+            }
+            let now = Instant::now();
+            if now >= deadline {
+                return Err(ControllerError::Timeout);
+            }
+            let _ = tokio::time::timeout(
+                (deadline - now).min(Duration::from_millis(50)),
+                metrics.changed(),
+            )
+            .await;
+        }
+    }
+
+    pub fn raft(&self) -> &Raft {
+        &self.raft
+    }
+
+    pub fn node_id(&self) -> i32 {
+        self.node_id
+    }
+
+    pub fn cluster_id(&self) -> String {
+        let from_log = self.sm.state().cluster_id.clone();
+        if from_log.is_empty() {
+            lock(&self.identity).cluster_id.clone()
+        } else {
+            from_log
+        }
+    }
+
+    pub fn image(&self) -> Arc<MetadataImage> {
+        self.publisher.current()
+    }
+
+    pub fn watch(&self) -> tokio::sync::watch::Receiver<Arc<MetadataImage>> {
+        self.publisher.subscribe()
+    }
+
+    pub async fn shutdown(&self) {
+        if self.stopped.swap(true, Ordering::SeqCst) {
+            return;
+        }
+        for t in lock(&self.tasks).drain(..) {
+            t.abort();
+        }
+        if let Err(e) = self.raft.shutdown().await {
+            tracing::warn!(error = %e, "metadata raft shutdown");
+        }
+    }
+
+    /// Runs a controller request wherever the leader is: here, or forwarded to it. Retries
+    /// while the leader is unknown or moving, up to [`REQUEST_TIMEOUT`].
+    pub async fn call(&self, req: ControllerRequest) -> ControllerResponse {
+        let deadline = Instant::now() + REQUEST_TIMEOUT;
+        let me = raft_id(self.node_id);
+        let mut metrics = self.raft.metrics();
+        loop {
+            if self.stopped.load(Ordering::SeqCst) {
+                return ControllerResponse::Failed(ControllerError::Internal(
+                    "metadata node is shut down".into(),
+                ));
+            }
+            let (leader, leader_node) = {
+                let m = metrics.borrow_and_update();
+                let node = m
+                    .current_leader
+                    .and_then(|l| m.membership_config.membership().get_node(&l).cloned());
+                (m.current_leader, node)
+            };
+            match leader {
+                Some(l) if l == me => match self.execute(&req).await {
+                    Err(ControllerError::NotController) => {}
+                    Err(e) => return ControllerResponse::Failed(e),
+                    Ok(resp) => return resp,
+                },
+                Some(l) => {
+                    let remaining = deadline.saturating_duration_since(Instant::now());
+                    match self
+                        .peers
+                        .forward(l, leader_node.as_ref(), req.clone(), remaining)
+                        .await
+                    {
+                        Ok(ControllerResponse::Failed(ControllerError::NotController)) => {}
+                        Ok(resp) => return resp,
+                        Err(e) => {
+                            tracing::debug!(leader = l, error = %e, "forwarding to the controller failed")
+                        }
+                    }
+                }
+                None => {}
+            }
+            let now = Instant::now();
+            if now >= deadline {
+                return ControllerResponse::Failed(ControllerError::Timeout);
+            }
+            let pause = (deadline - now).min(Duration::from_millis(100));
+            let _ = tokio::time::timeout(pause, metrics.changed()).await;
+        }
+    }
+
+    /// A request forwarded by another node: run it only if this node leads (no second hop).
+    pub async fn handle_forwarded(&self, req: ControllerRequest) -> ControllerResponse {
+        if self.stopped.load(Ordering::SeqCst) {
+            return ControllerResponse::Failed(ControllerError::NotController);
+        }
+        match self.execute(&req).await {
+            Ok(resp) => resp,
+            Err(e) => ControllerResponse::Failed(e),
+        }
+    }
+
+    /// Makes sure this node leads and its state machine has applied every committed entry;
+    /// starts a new session table when the term changed.
+    async fn ensure_fresh(
+        &self,
+        session: &mut Session,
+    ) -> Result<Arc<MetadataState>, ControllerError> {
+        let me = raft_id(self.node_id);
+        let (leader, term, applied_term) = {
+            let m = self.raft.metrics();
+            let m = m.borrow();
+            (
+                m.current_leader,
+                m.current_term,
+                m.last_applied.map(|l| l.leader_id.term),
+            )
+        };
+        if leader != Some(me) {
+            return Err(ControllerError::NotController);
+        }
+        if applied_term != Some(term) {
+            match tokio::time::timeout(REQUEST_TIMEOUT, self.raft.ensure_linearizable()).await {
+                Ok(Ok(_)) => {}
+                Ok(Err(RaftError::APIError(_))) => return Err(ControllerError::NotController),
+                Ok(Err(e)) => return Err(internal(e)),
+                Err(_) => return Err(ControllerError::Timeout),
+            }
+        }
+        let state = self.sm.state();
+        if session.term != term {
+            // A new controller: every broker gets a full session from now.
+            session.term = term;
+            let now = Instant::now();
+            session.last_heartbeat = state.brokers.keys().map(|id| (*id, now)).collect();
+        }
+        Ok(state)
+    }
+
+    /// Proposes records and waits until they are committed and applied; returns the entry's
+    /// log index.
+    async fn write(&self, records: Vec<MetadataRecord>) -> Result<u64, ControllerError> {
+        let fut = self.raft.client_write(MetadataBatch { records });
+        match tokio::time::timeout(REQUEST_TIMEOUT, fut).await {
+            Ok(Ok(resp)) => Ok(resp.log_id.index),
+            Ok(Err(RaftError::APIError(ClientWriteError::ForwardToLeader(_)))) => {
+                Err(ControllerError::NotController)
+            }
+            Ok(Err(e)) => Err(internal(e)),
+            Err(_) => Err(ControllerError::Timeout),
+        }
+    }
+
+    async fn execute(
+        &self,
+        req: &ControllerRequest,
+    ) -> Result<ControllerResponse, ControllerError> {
+        use ControllerRequest as Rq;
+        use ControllerResponse as Rs;
+        let mut session = self.session.lock().await;
+        let state = self.ensure_fresh(&mut session).await?;
+        let start = Uuid::new_v4().as_u128() as usize;
+        Ok(match req {
+            Rq::RegisterBroker(reg) => match controller::register_broker(&state, reg) {
+                Err(e) => Rs::BrokerEpoch(Err(e)),
+                Ok(records) => {
+                    let index = self.write(records).await?;
+                    session.last_heartbeat.insert(reg.broker_id, Instant::now());
+                    Rs::BrokerEpoch(i64::try_from(index).map_err(internal))
+                }
+            },
+            Rq::Heartbeat {
+                broker_id,
+                broker_epoch,
+                want_shut_down,
+            } => match controller::heartbeat(&state, *broker_id, *broker_epoch, *want_shut_down) {
+                Err(e) => Rs::Heartbeat(Err(e)),
+                Ok(records) => {
+                    session.last_heartbeat.insert(*broker_id, Instant::now());
+                    if !records.is_empty() {
+                        self.write(records).await?;
+                    }
+                    let state = self.sm.state();
+                    Rs::Heartbeat(Ok(controller::heartbeat_reply(
+                        &state,
+                        *broker_id,
+                        *want_shut_down,
+                    )))
+                }
+            },
+            Rq::CreateTopics {
+                topics,
+                validate_only,
+            } => {
+                let (results, records) =
+                    controller::create_topics(&state, topics, self.defaults, start);
+                if !validate_only && !records.is_empty() {
+                    self.write(records).await?;
+                }
+                Rs::CreateTopics(results)
+            }
+            Rq::DeleteTopics { names } => {
+                let (results, records) = controller::delete_topics(&state, names);
+                if !records.is_empty() {
+                    self.write(records).await?;
+                }
+                Rs::DeleteTopics(results)
+            }
+            Rq::CreatePartitions {
+                topic,
+                total_count,
+                assignments,
+                validate_only,
+            } => {
+                match controller::create_partitions(&state, topic, *total_count, assignments, start)
+                {
+                    Err(e) => Rs::Done(Err(e)),
+                    Ok(records) => {
+                        if !validate_only {
+                            self.write(records).await?;
+                        }
+                        Rs::Done(Ok(()))
+                    }
+                }
+            }
+            Rq::AlterTopicConfigs {
+                topic,
+                ops,
+                validate_only,
+            } => match controller::alter_topic_configs(&state, topic, ops) {
+                Err(e) => Rs::Done(Err(e)),
+                Ok(records) => {
+                    if !validate_only {
+                        self.write(records).await?;
+                    }
+                    Rs::Done(Ok(()))
+                }
+            },
+            Rq::AlterClusterConfigs { ops, validate_only } => {
+                match controller::alter_cluster_configs(ops) {
+                    Err(e) => Rs::Done(Err(e)),
+                    Ok(records) => {
+                        if !validate_only {
+                            self.write(records).await?;
+                        }
+                        Rs::Done(Ok(()))
+                    }
+                }
+            }
+            Rq::AlterPartitionIsr {
+                broker_id,
+                broker_epoch,
+                topic_id,
+                partition,
+                leader_epoch,
+                partition_epoch,
+                new_isr,
+            } => {
+                match controller::alter_partition_isr(
+                    &state,
+                    *broker_id,
+                    *broker_epoch,
+                    *topic_id,
+                    *partition,
+                    *leader_epoch,
+                    *partition_epoch,
+                    new_isr,
+                ) {
+                    Err(e) => Rs::Partition(Err(e)),
+                    Ok((p, records)) => {
+                        self.write(records).await?;
+                        Rs::Partition(Ok(p))
+                    }
+                }
+            }
+            Rq::AllocateProducerIds {
+                broker_id,
+                broker_epoch,
+            } => match controller::allocate_producer_ids(&state, *broker_id, *broker_epoch) {
+                Err(e) => Rs::ProducerIds(Err(e)),
+                Ok((block, records)) => {
+                    self.write(records).await?;
+                    Rs::ProducerIds(Ok(block))
+                }
+            },
+        })
+    }
+
+    /// Periodic work: on the leader, commit the cluster id if the log has none and fence one
+    /// broker whose session expired; on every node, keep the identity file's cluster id in
+    /// step with the log.
+    async fn tick(&self) {
+        self.persist_cluster_id();
+        let me = raft_id(self.node_id);
+        if self.raft.metrics().borrow().current_leader != Some(me) {
+            return;
+        }
+        let mut session = self.session.lock().await;
+        let Ok(state) = self.ensure_fresh(&mut session).await else {
+            return;
+        };
+        if state.cluster_id.is_empty() {
+            let cluster_id = {
+                let mut id = lock(&self.identity);
+                if id.cluster_id.is_empty() {
+                    id.cluster_id = identity::new_cluster_id();
+                }
+                id.cluster_id.clone()
+            };
+            if let Err(e) = self
+                .write(vec![MetadataRecord::ClusterId { cluster_id }])
+                .await
+            {
+                tracing::warn!(error = %e, "committing the cluster id failed; will retry");
+            }
+            return;
+        }
+        let now = Instant::now();
+        let expired = state.brokers.values().filter(|b| !b.fenced).find(|b| {
+            let last = *session.last_heartbeat.entry(b.id).or_insert(now);
+            now.duration_since(last) > self.session_timeout
+        });
+        if let Some(b) = expired {
+            tracing::info!(broker_id = b.id, "broker session expired; fencing it");
+            let records = controller::fence_broker(&state, b.id);
+            if let Err(e) = self.write(records).await {
+                tracing::warn!(broker_id = b.id, error = %e, "fencing failed; will retry");
+            }
+        }
+    }
+
+    fn persist_cluster_id(&self) {
+        let from_log = self.sm.state().cluster_id.clone();
+        if from_log.is_empty() {
+            return;
+        }
+        let mut id = lock(&self.identity);
+        if id.cluster_id != from_log {
+            if !id.cluster_id.is_empty() {
+                tracing::info!(ours = %id.cluster_id, log = %from_log, "adopting the cluster id committed in the metadata log");
+            }
+            let new = Identity {
+                node_id: id.node_id,
+                cluster_id: from_log,
+            };
+            match identity::store(&self.meta_dir, &new) {
+                Ok(()) => *id = new,
+                Err(e) => tracing::warn!(error = %e, "writing meta.properties failed"),
+            }
+        }
+    }
+}
+
+async fn tick_loop(node: Arc<NodeInner>) {
+    let mut interval = tokio::time::interval(TICK_INTERVAL);
+    interval.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        interval.tick().await;
+        node.tick().await;
+    }
+}
+
+/// Publishes who the controller is whenever Raft's view of the leader changes.
+async fn watch_leader(node: Arc<NodeInner>) {
+    let mut metrics = node.raft.metrics();
+    loop {
+        let leader = metrics.borrow_and_update().current_leader.map(kafka_id);
+        node.publisher.set_controller(leader);
+        if metrics.changed().await.is_err() {
+            return;
+        }
+    }
+}
