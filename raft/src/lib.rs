@@ -474,4 +474,6 @@ impl MetadataNode {
 }
 
 #[cfg(test)]
+mod conformance;
+#[cfg(test)]
 mod tests;
