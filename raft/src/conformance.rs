@@ -23,6 +23,8 @@ impl StoreBuilder<TypeConfig, LogStore, StateMachineStore, tempfile::TempDir> fo
 }
 
 #[test]
-fn openraft_storage_suite() -> Result<(), StorageError> {
-    Suite::test_all(DiskStoreBuilder)
+fn openraft_storage_suite() {
+    if let Err(e) = Suite::test_all(DiskStoreBuilder) {
+        panic!("storage conformance suite failed: {e}");
+    }
 }

@@ -203,6 +203,13 @@ impl NodeInner {
             }
         };
 
+        // Bind before Raft starts so a busy port fails the start without leaving Raft running.
+        let listener = match config.controller_listen {
+            Some(addr) => Some(tokio::net::TcpListener::bind(addr).await.map_err(|e| {
+                ControllerError::Internal(format!("controller listener {addr}: {e}"))
+            })?),
+            None => None,
+        };
         let publisher = ImagePublisher::new();
         let log = LogStore::open(&log_dir).map_err(internal)?;
         let sm = StateMachineStore::open(&meta_dir.join("state"), publisher.clone())
@@ -221,15 +228,6 @@ impl NodeInner {
         )
         .await
         .map_err(internal)?;
-
-        let listener = match config.controller_listen {
-            Some(addr) => Some(
-                tokio::net::TcpListener::bind(addr)
-                    .await
-                    .map_err(internal)?,
-            ),
-            None => None,
-        };
 
         let node = Arc::new(NodeInner {
             node_id: config.node_id,
@@ -255,50 +253,9 @@ impl NodeInner {
         node.spawn(watch_leader(node.clone()));
         node.spawn(tick_loop(node.clone()));
 
-        if !raft.is_initialized().await.map_err(internal)? {
-            if local {
-                let addr = config
-                    .controller_listen
-                    .map(|a| a.to_string())
-                    .unwrap_or_default();
-                let members = BTreeMap::from([(me, BasicNode { addr })]);
-                raft.initialize(members).await.map_err(internal)?;
-                tracing::info!(
-                    node_id = config.node_id,
-                    "bootstrapped a single-voter metadata quorum"
-                );
-            } else if config.bootstrap {
-                let members: BTreeMap<NodeId, BasicNode> = config
-                    .voters
-                    .iter()
-                    .map(|(id, addr)| {
-                        (
-                            raft_id(*id),
-                            BasicNode {
-                                addr: addr.to_string(),
-                            },
-                        )
-                    })
-                    .collect();
-                match raft.initialize(members).await {
-                    Ok(()) => {
-                        tracing::info!(voters = ?config.voters.keys(), "bootstrapped the metadata quorum")
-                    }
-                    // Another voter bootstrapped first and reached us: nothing to do.
-                    Err(RaftError::APIError(e)) => {
-                        tracing::info!(error = %e, "metadata quorum already initialized")
-                    }
-                    Err(e) => {
-                        node.shutdown().await;
-                        return Err(internal(e));
-                    }
-                }
-            } else {
-                tracing::info!(
-                    node_id = config.node_id,
-                    "empty metadata log and no bootstrap: waiting for a leader of the configured voters"
-                );
-            }
+        if let Err(e) = node.bootstrap_if_asked(&config).await {
+            node.shutdown().await;
+            return Err(e);
         }
 
         let (deadline, must) = if local {
@@ -316,6 +273,58 @@ impl NodeInner {
             );
         }
         Ok(node)
+    }
+
+    /// Initializes Raft membership on a pristine node when this node may bootstrap: always
+    /// in local mode, with voters only when `bootstrap` is set. Never silently otherwise.
+    async fn bootstrap_if_asked(&self, config: &MetadataConfig) -> Result<(), ControllerError> {
+        let raft = &self.raft;
+        let me = raft_id(config.node_id);
+        let local = config.voters.is_empty();
+        if raft.is_initialized().await.map_err(internal)? {
+            return Ok(());
+        }
+        if local {
+            let addr = config
+                .controller_listen
+                .map(|a| a.to_string())
+                .unwrap_or_default();
+            let members = BTreeMap::from([(me, BasicNode { addr })]);
+            raft.initialize(members).await.map_err(internal)?;
+            tracing::info!(
+                node_id = config.node_id,
+                "bootstrapped a single-voter metadata quorum"
+            );
+        } else if config.bootstrap {
+            let members: BTreeMap<NodeId, BasicNode> = config
+                .voters
+                .iter()
+                .map(|(id, addr)| {
+                    (
+                        raft_id(*id),
+                        BasicNode {
+                            addr: addr.to_string(),
+                        },
+                    )
+                })
+                .collect();
+            match raft.initialize(members).await {
+                Ok(()) => {
+                    tracing::info!(voters = ?config.voters.keys(), "bootstrapped the metadata quorum")
+                }
+                // Another voter bootstrapped first and reached us: nothing to do.
+                Err(RaftError::APIError(e)) => {
+                    tracing::info!(error = %e, "metadata quorum already initialized")
+                }
+                Err(e) => return Err(internal(e)),
+            }
+        } else {
+            tracing::info!(
+                node_id = config.node_id,
+                "empty metadata log and no bootstrap: waiting for a leader of the configured voters"
+            );
+        }
+        Ok(())
     }
 
     fn spawn<F: std::future::Future<Output = ()> + Send + 'static>(&self, f: F) {
@@ -344,7 +353,7 @@ impl NodeInner {
                     && applied >= last_index
                     && !self.sm.state().cluster_id.is_empty()
             } else {
-                leader.is_some() && applied >= last_index
+                leader.is_some() && applied >= last_index && !self.sm.state().cluster_id.is_empty()
             };
             if ready {
                 return Ok(());
