@@ -55,7 +55,7 @@ else
 fi
 "$VENV/bin/python" - <<'PY'
 import aiokafka, confluent_kafka, kafka, pytest
-print(f"pytest {pytest.__version__}, confluent-kafka {confluent_kafka.version()[0]} "
+print(f"pytest {pytest.__version__}, confluent-kafka {confluent_kafka.__version__} "
       f"(librdkafka {confluent_kafka.libversion()[0]}), kafka-python {kafka.__version__}, "
       f"aiokafka {aiokafka.__version__}")
 PY
