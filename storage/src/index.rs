@@ -174,6 +174,10 @@ impl OffsetIndex {
         self.f.entries >= self.f.capacity()
     }
 
+    pub fn is_empty(&self) -> bool {
+        self.f.entries == 0
+    }
+
     pub fn clear(&mut self) {
         self.f.entries = 0;
     }

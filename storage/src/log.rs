@@ -98,7 +98,7 @@ pub struct Log {
     high_watermark: AtomicI64,
     pub(crate) cache: Arc<HandleCache>,
     /// One compaction at a time; also its progress (first dirty offset).
-    pub(crate) cleaner: Mutex<crate::compaction::CleanerState>,
+    pub(crate) cleaner: crate::compaction::CleanerState,
 }
 
 pub(crate) fn now_ms() -> i64 {
@@ -183,7 +183,7 @@ impl Log {
             unflushed_messages: AtomicU64::new(0),
             high_watermark: AtomicI64::new(i64::MAX),
             cache,
-            cleaner: Mutex::new(Default::default()),
+            cleaner: Default::default(),
         })
     }
 
@@ -712,7 +712,7 @@ impl Log {
         lock(&self.epochs).truncate_from_end(new_end)?;
         producer_snapshot::remove_above(&self.dir, new_end)?;
         self.recovery_point.fetch_min(new_end, Ordering::AcqRel);
-        lock(&self.cleaner).clamp(new_end);
+        self.cleaner.clamp(new_end);
         self.write_checkpoint()
     }
 

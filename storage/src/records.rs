@@ -378,7 +378,6 @@ impl BatchBuilder {
     }
 
     /// Re-encodes a decoded record with its original offset and timestamp deltas.
-    #[allow(dead_code)] // used by compaction
     pub(crate) fn push_record(&mut self, r: &Record) {
         self.push(
             r.offset_delta,

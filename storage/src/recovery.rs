@@ -85,6 +85,18 @@ pub(crate) fn load(
         if let Some(orig) = name.strip_suffix(SWAP_SUFFIX) {
             if let Some(base) = parse_base(orig, LOG_SUFFIX) {
                 tracing::info!(dir = %dir.display(), base, "completing an interrupted compaction swap");
+                // Old segments the swapped one replaces may still be there: delete those
+                // whose base offset falls inside its offset range.
+                let last = last_offset_in_file(&path)?;
+                for other in &names {
+                    if let Some(b) = parse_base(other, LOG_SUFFIX) {
+                        if b > base && b <= last {
+                            for suffix in [LOG_SUFFIX, INDEX_SUFFIX, TIME_INDEX_SUFFIX] {
+                                remove_if_exists(&file_path(dir, b, suffix))?;
+                            }
+                        }
+                    }
+                }
                 std::fs::rename(&path, dir.join(orig))?;
                 remove_if_exists(&file_path(dir, base, INDEX_SUFFIX))?;
                 remove_if_exists(&file_path(dir, base, TIME_INDEX_SUFFIX))?;
@@ -239,6 +251,25 @@ pub(crate) fn load(
         log_end,
         recovery_point,
     })
+}
+
+/// Last offset of the last whole batch of a segment file (headers only), or -1.
+fn last_offset_in_file(path: &Path) -> Result<i64, StorageError> {
+    let file = std::fs::File::open(path)?;
+    let len = file.metadata()?.len();
+    let mut pos = 0u64;
+    let mut last = -1i64;
+    while let Some(hdr) = crate::segment::read_header(&file, pos)? {
+        let Ok(b) = RecordBatch::header(&hdr) else {
+            break;
+        };
+        if pos + b.size_in_bytes() as u64 > len {
+            break;
+        }
+        last = b.last_offset();
+        pos += b.size_in_bytes() as u64;
+    }
+    Ok(last)
 }
 
 /// Appends the final time-index entry and trims both indexes of a recovered old segment.

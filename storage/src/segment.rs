@@ -165,6 +165,32 @@ impl Segment {
         }
     }
 
+    /// A segment whose files are already open (a compaction result still under its
+    /// temporary names). It stays pinned until [`Segment::unpin_fresh`].
+    pub fn with_handles(
+        dir: &Path,
+        base_offset: i64,
+        size: u64,
+        cache: Arc<HandleCache>,
+        handles: Handles,
+    ) -> Segment {
+        let seg = Segment::new(dir, base_offset, size, cache, 0);
+        seg.pinned.store(true, Ordering::Release);
+        *lock(&seg.handles) = Some(Arc::new(handles));
+        seg
+    }
+
+    /// Lets the cache close the files of a segment made by [`Segment::with_handles`] once
+    /// its files carry their final names.
+    pub fn unpin_fresh(self: &Arc<Self>) {
+        self.pinned.store(false, Ordering::Release);
+        self.cache.touch(self);
+    }
+
+    pub fn is_pinned(&self) -> bool {
+        self.pinned.load(Ordering::Acquire)
+    }
+
     pub fn path(&self, suffix: &str) -> PathBuf {
         file_path(&self.dir, self.base_offset, suffix)
     }
@@ -242,7 +268,10 @@ impl Segment {
         if !self.pinned.load(Ordering::Acquire) {
             // Indexes of old segments are trusted but checked; a bad one is rebuilt.
             let size = self.size();
-            let sane = read(&h.index).is_sane(size, None) && read(&h.time_index).is_sane(None);
+            // An empty index on a big segment (lost in a crash) is rebuilt too.
+            let sane = read(&h.index).is_sane(size, None)
+                && read(&h.time_index).is_sane(None)
+                && (size <= 16 * 1024 || !read(&h.index).is_empty());
             if !sane {
                 tracing::warn!(segment = %self.path(LOG_SUFFIX).display(), "index failed its sanity check; rebuilding");
                 rebuild_indexes(
