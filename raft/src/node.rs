@@ -410,6 +410,55 @@ impl NodeInner {
         }
     }
 
+    /// Snapshots the applied state now and purges the log up to the snapshot.
+    pub async fn snapshot_now(&self) -> Result<u64, ControllerError> {
+        let applied = self
+            .raft
+            .metrics()
+            .borrow()
+            .last_applied
+            .map(|l| l.index)
+            .unwrap_or(0);
+        self.raft.trigger().snapshot().await.map_err(internal)?;
+        let deadline = Instant::now() + REQUEST_TIMEOUT;
+        let mut metrics = self.raft.metrics();
+        let snapshot = loop {
+            let taken = metrics
+                .borrow_and_update()
+                .snapshot
+                .map(|l| l.index)
+                .unwrap_or(0);
+            if taken >= applied {
+                break taken;
+            }
+            let now = Instant::now();
+            if now >= deadline {
+                return Err(ControllerError::Timeout);
+            }
+            let _ = tokio::time::timeout(deadline - now, metrics.changed()).await;
+        };
+        self.raft
+            .trigger()
+            .purge_log(snapshot)
+            .await
+            .map_err(internal)?;
+        loop {
+            let purged = metrics
+                .borrow_and_update()
+                .purged
+                .map(|l| l.index)
+                .unwrap_or(0);
+            if purged >= snapshot {
+                return Ok(snapshot);
+            }
+            let now = Instant::now();
+            if now >= deadline {
+                return Err(ControllerError::Timeout);
+            }
+            let _ = tokio::time::timeout(deadline - now, metrics.changed()).await;
+        }
+    }
+
     /// Runs a controller request wherever the leader is: here, or forwarded to it. Retries
     /// while the leader is unknown or moving, up to [`REQUEST_TIMEOUT`].
     pub async fn call(&self, req: ControllerRequest) -> ControllerResponse {

@@ -342,3 +342,35 @@ async fn voters_without_bootstrap_do_not_bootstrap() {
     assert!(node.image().cluster_id.is_empty());
     node.shutdown().await.unwrap();
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn restart_recovers_from_snapshot_plus_log() {
+    let dir = tempfile::tempdir().unwrap();
+    let node = MetadataNode::start(local_config(dir.path())).await.unwrap();
+    live_broker(&node, 1).await;
+    for i in 0..5 {
+        node.create_topics(vec![new_topic(&format!("s{i}"), 1, 1)], false)
+            .await[0]
+            .clone()
+            .unwrap();
+    }
+    let snap = node.snapshot_now().await.unwrap();
+    assert!(snap >= 7, "snapshot at {snap}");
+    node.create_topics(vec![new_topic("after-snapshot", 1, 1)], false)
+        .await[0]
+        .clone()
+        .unwrap();
+    node.delete_topics(vec!["s0".into()]).await[0]
+        .clone()
+        .unwrap();
+    let before = node.image();
+    node.shutdown().await.unwrap();
+
+    let node = MetadataNode::start(local_config(dir.path())).await.unwrap();
+    let after = node.image();
+    assert_eq!(after.topics, before.topics);
+    assert_eq!(after.brokers.keys().collect::<Vec<_>>(), vec![&1]);
+    assert!(after.offset >= before.offset);
+    assert!(dir.path().join("metadata/state/snapshot.json").exists());
+    node.shutdown().await.unwrap();
+}

@@ -134,3 +134,33 @@ async fn cut_off_minority_cannot_commit_majority_can() {
         c.nodes[&id].shutdown().await.unwrap();
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn lagging_voter_catches_up_from_a_snapshot() {
+    let mut c = Cluster::start().await;
+    let leader = c.agreed_leader(&IDS, Duration::from_secs(10)).await;
+    let lagging = IDS.into_iter().find(|id| *id != leader).unwrap();
+    c.kill(lagging).await;
+    live_broker(&c.nodes[&leader], 10).await;
+    for i in 0..10 {
+        c.nodes[&leader]
+            .create_topics(vec![topic(&format!("t{i}"))], false)
+            .await[0]
+            .clone()
+            .unwrap();
+    }
+    // The leader (and the other follower) purge the log the lagging node would need.
+    for id in IDS.into_iter().filter(|id| *id != lagging) {
+        c.nodes[&id].snapshot_now().await.unwrap();
+    }
+    c.restart(lagging).await;
+    c.sees_topic(lagging, "t9", Duration::from_secs(10)).await;
+    let image = c.nodes[&lagging].image();
+    assert_eq!(image.topics, c.nodes[&leader].image().topics);
+    assert!(image.brokers.contains_key(&10));
+    // It got there by installing the leader's snapshot (installed snapshots are persisted).
+    assert!(c.dirs[&lagging].path().join("metadata/state/snapshot.json").exists());
+    for id in IDS {
+        c.nodes[&id].shutdown().await.unwrap();
+    }
+}
