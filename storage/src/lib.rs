@@ -61,4 +61,6 @@ pub use records::{
 pub use segment::HandleCache;
 
 #[cfg(test)]
+mod proptests;
+#[cfg(test)]
 mod tests;

@@ -211,10 +211,9 @@ pub(crate) fn load(
 
     let first_base = *segments.keys().next().unwrap_or(&active_base);
     let data_end = active_scan.next_offset.max(active_base);
-    let mut log_start = ckpt_start.unwrap_or(first_base).max(first_base);
-    if log_start > data_end {
-        log_start = data_end;
-    }
+    // The log start checkpoint wins over the data: after DeleteRecords or a truncation the
+    // data can end below it, and then the log end is the log start.
+    let log_start = ckpt_start.unwrap_or(first_base).max(first_base);
     let log_end = data_end.max(log_start);
     let mut recovery_point = recovery_point.min(log_end);
     if !clean {
