@@ -91,7 +91,7 @@ class SluiceBroker:
         began = time.monotonic()
         self.proc = subprocess.Popen(
             self.command(), stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT,
-            env={**os.environ, "RUST_BACKTRACE": "1"})
+            env={**os.environ, "RUST_BACKTRACE": "1", "NO_COLOR": "1"})
         log.close()
         self.wait_ready(timeout)
         return time.monotonic() - began

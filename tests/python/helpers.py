@@ -25,7 +25,8 @@ def admin(bootstrap: str) -> AdminClient:
 
 
 def create_topic(bootstrap: str, name: str, partitions: int = 3, config=None):
-    futures = admin(bootstrap).create_topics(
+    client = admin(bootstrap)  # must outlive the futures: a destroyed handle fails them
+    futures = client.create_topics(
         [NewTopic(name, num_partitions=partitions, replication_factor=1, config=config or {})],
         operation_timeout=OP_TIMEOUT_S, request_timeout=OP_TIMEOUT_S)
     futures[name].result(timeout=OP_TIMEOUT_S)

@@ -97,7 +97,8 @@ def test_acks(broker, acks):
         check_round_trip(broker.bootstrap, topic, sent, reports)
         return
     # acks=0: no offsets come back (librdkafka reports -1); the data must still all be there.
-    assert all(r[2] < 0 for r in reports), "librdkafka reports no offset for acks=0"
+    # librdkafka reports no offset for acks=0 (None from the Python wrapper).
+    assert all(r[2] is None or r[2] < 0 for r in reports), [r[2] for r in reports[:5]]
     deadline = time.monotonic() + 15
     consumer_ = consumer(broker.bootstrap)
     try:

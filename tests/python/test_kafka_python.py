@@ -35,8 +35,9 @@ def _create(admin, name, partitions, configs=None):
 def test_produce_consume(broker, admin, codec):
     topic = unique_topic(f"kp-{codec}")
     _create(admin, topic, 3)
+    # kafka-python 3.x enables idempotence by default, which needs InitProducerId (not in Sluice yet).
     producer = KafkaProducer(bootstrap_servers=broker.bootstrap, acks="all", compression_type=codec,
-                             linger_ms=5, request_timeout_ms=TIMEOUT_MS)
+                             linger_ms=5, request_timeout_ms=TIMEOUT_MS, enable_idempotence=False)
     sent = {}
     futures = []
     for i in range(150):
@@ -72,6 +73,15 @@ def test_produce_consume(broker, admin, codec):
         assert consumer.beginning_offsets(tps) == {tp: 0 for tp in tps}
     finally:
         consumer.close()
+
+
+@pytest.mark.skip(reason="idempotent producer (InitProducerId) not implemented yet: kafka-python 3.x "
+                         "defaults to enable_idempotence=True and fails with IncompatibleBrokerVersion")
+def test_default_producer_is_idempotent(broker):
+    producer = KafkaProducer(bootstrap_servers=broker.bootstrap, request_timeout_ms=TIMEOUT_MS)
+    md = producer.send(unique_topic("kp-idem"), value=b"x").get(timeout=30)
+    producer.close(timeout=10)
+    assert md.offset == 0
 
 
 def test_admin_topics_and_configs(broker, admin):
