@@ -242,6 +242,22 @@ pub struct MetadataImage {
     pub cluster_configs: BTreeMap<String, String>,
 }
 
+/// This node's view of the quorum, for health checks, metrics and tests.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct QuorumStatus {
+    pub node_id: i32,
+    /// The Raft term this node is in.
+    pub term: u64,
+    /// The leader this node knows of in `term`.
+    pub leader_id: Option<i32>,
+    /// This node leads `term`.
+    pub is_leader: bool,
+    /// Index of the last entry in this node's log.
+    pub last_log_index: u64,
+    /// Index of the last entry applied to this node's image.
+    pub last_applied_index: u64,
+}
+
 /// This process's handle on the metadata quorum: a voter (and controller when it leads) or
 /// an observer. Cheap to clone.
 ///
@@ -464,6 +480,42 @@ impl MetadataNode {
             ControllerResponse::ProducerIds(r) => r,
             other => Err(unexpected(other)),
         }
+    }
+
+    /// Adds a voter to the quorum. Start the new node first with the full new voter list
+    /// and without `bootstrap` (it waits for a leader); this call makes it a learner, waits
+    /// until it has caught up, then makes it a voter. Callable on any node.
+    pub async fn add_voter(
+        &self,
+        node_id: i32,
+        controller_addr: SocketAddr,
+    ) -> Result<(), ControllerError> {
+        let req = ControllerRequest::AddVoter {
+            node_id,
+            controller_addr: controller_addr.to_string(),
+        };
+        match self.inner.call(req).await {
+            ControllerResponse::Done(r) => r,
+            other => Err(unexpected(other)),
+        }
+    }
+
+    /// Removes a voter from the quorum (for a node being retired or replaced). Remove one
+    /// voter at a time, and only while the remaining voters can still form a majority.
+    pub async fn remove_voter(&self, node_id: i32) -> Result<(), ControllerError> {
+        match self
+            .inner
+            .call(ControllerRequest::RemoveVoter { node_id })
+            .await
+        {
+            ControllerResponse::Done(r) => r,
+            other => Err(unexpected(other)),
+        }
+    }
+
+    /// This node's current view of the quorum (term, leader, log and apply positions).
+    pub fn quorum_status(&self) -> QuorumStatus {
+        self.inner.quorum_status()
     }
 
     /// Snapshots this node's applied metadata now and purges its Raft log up to the snapshot;

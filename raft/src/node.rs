@@ -7,14 +7,14 @@
 //! (or waited for `ensure_linearizable`), and each write returns only once applied. So a
 //! decision never rests on stale metadata, like Kafka's single-threaded controller.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use openraft::error::{ClientWriteError, RaftError};
-use openraft::{BasicNode, Config, SnapshotPolicy};
+use openraft::{BasicNode, ChangeMembers, Config, SnapshotPolicy};
 use serde::{Deserialize, Serialize};
 use tokio::task::JoinHandle;
 use tokio::time::Instant;
@@ -86,6 +86,14 @@ pub(crate) enum ControllerRequest {
     AllocateProducerIds {
         broker_id: i32,
         broker_epoch: i64,
+    },
+    /// Membership: add a voter (it catches up as a learner first) or remove one.
+    AddVoter {
+        node_id: i32,
+        controller_addr: String,
+    },
+    RemoveVoter {
+        node_id: i32,
     },
 }
 
@@ -410,6 +418,19 @@ impl NodeInner {
         }
     }
 
+    pub fn quorum_status(&self) -> crate::QuorumStatus {
+        let m = self.raft.metrics();
+        let m = m.borrow();
+        crate::QuorumStatus {
+            node_id: self.node_id,
+            term: m.current_term,
+            leader_id: m.current_leader.map(kafka_id),
+            is_leader: m.state == openraft::ServerState::Leader,
+            last_log_index: m.last_log_index.unwrap_or(0),
+            last_applied_index: m.last_applied.map(|l| l.index).unwrap_or(0),
+        }
+    }
+
     /// Snapshots the applied state now and purges the log up to the snapshot.
     pub async fn snapshot_now(&self) -> Result<u64, ControllerError> {
         let applied = self
@@ -693,6 +714,34 @@ impl NodeInner {
                     }
                 }
             }
+            Rq::AddVoter {
+                node_id,
+                controller_addr,
+            } => {
+                let id = raft_id(*node_id);
+                let node = BasicNode {
+                    addr: controller_addr.clone(),
+                };
+                // Blocking: returns once the learner has caught up with the leader's log.
+                let added = self.raft.add_learner(id, node, true);
+                match membership_result(tokio::time::timeout(REQUEST_TIMEOUT, added).await)? {
+                    Err(e) => Rs::Done(Err(e)),
+                    Ok(()) => {
+                        let change = ChangeMembers::AddVoterIds(BTreeSet::from([id]));
+                        let changed = self.raft.change_membership(change, false);
+                        Rs::Done(membership_result(
+                            tokio::time::timeout(REQUEST_TIMEOUT, changed).await,
+                        )?)
+                    }
+                }
+            }
+            Rq::RemoveVoter { node_id } => {
+                let change = ChangeMembers::RemoveVoters(BTreeSet::from([raft_id(*node_id)]));
+                let changed = self.raft.change_membership(change, false);
+                Rs::Done(membership_result(
+                    tokio::time::timeout(REQUEST_TIMEOUT, changed).await,
+                )?)
+            }
             Rq::AllocateProducerIds {
                 broker_id,
                 broker_epoch,
@@ -768,6 +817,30 @@ impl NodeInner {
                 Err(e) => tracing::warn!(error = %e, "writing meta.properties failed"),
             }
         }
+    }
+}
+
+type MembershipWrite = Result<
+    Result<
+        openraft::raft::ClientWriteResponse<crate::types::TypeConfig>,
+        RaftError<NodeId, ClientWriteError<NodeId, BasicNode>>,
+    >,
+    tokio::time::error::Elapsed,
+>;
+
+/// Splits a membership change's outcome into a whole-request failure (outer error: retry
+/// elsewhere or give up) and the answer for the caller (inner error: the change is refused).
+fn membership_result(r: MembershipWrite) -> Result<Result<(), ControllerError>, ControllerError> {
+    match r {
+        Err(_) => Err(ControllerError::Timeout),
+        Ok(Ok(_)) => Ok(Ok(())),
+        Ok(Err(RaftError::APIError(ClientWriteError::ForwardToLeader(_)))) => {
+            Err(ControllerError::NotController)
+        }
+        Ok(Err(RaftError::APIError(ClientWriteError::ChangeMembershipError(e)))) => Ok(Err(
+            ControllerError::InvalidConfig(format!("membership change refused: {e}")),
+        )),
+        Ok(Err(e)) => Err(internal(e)),
     }
 }
 

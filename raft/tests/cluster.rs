@@ -159,8 +159,49 @@ async fn lagging_voter_catches_up_from_a_snapshot() {
     assert_eq!(image.topics, c.nodes[&leader].image().topics);
     assert!(image.brokers.contains_key(&10));
     // It got there by installing the leader's snapshot (installed snapshots are persisted).
-    assert!(c.dirs[&lagging].path().join("metadata/state/snapshot.json").exists());
+    assert!(c.dirs[&lagging]
+        .path()
+        .join("metadata/state/snapshot.json")
+        .exists());
     for id in IDS {
+        c.nodes[&id].shutdown().await.unwrap();
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn voters_can_be_added_and_removed() {
+    let mut c = Cluster::start().await;
+    let leader = c.agreed_leader(&IDS, Duration::from_secs(10)).await;
+    live_broker(&c.nodes[&leader], 10).await;
+    c.nodes[&leader]
+        .create_topics(vec![topic("before")], false)
+        .await[0]
+        .clone()
+        .unwrap();
+
+    // A fourth node waits for a leader; adding it (through a follower) catches it up.
+    let addr4 = c.start_extra(4).await;
+    assert_eq!(c.nodes[&4].quorum_status().leader_id, None);
+    let follower = IDS.into_iter().find(|id| *id != leader).unwrap();
+    c.nodes[&follower].add_voter(4, addr4).await.unwrap();
+    c.sees_topic(4, "before", Duration::from_secs(10)).await;
+    let all = [1, 2, 3, 4];
+    let leader = c.agreed_leader(&all, Duration::from_secs(10)).await;
+
+    // Remove one original follower; then losing it and one more voter leaves two of the
+    // three remaining voters, still a majority (it would not be one of four).
+    let mut others = IDS.into_iter().filter(|id| *id != leader);
+    let (removed, lost) = (others.next().unwrap(), others.next().unwrap());
+    c.nodes[&leader].remove_voter(removed).await.unwrap();
+    c.kill(removed).await;
+    c.kill(lost).await;
+    let r = c.nodes[&4]
+        .create_topics(vec![topic("after-removal")], false)
+        .await;
+    r[0].clone().unwrap();
+    c.sees_topic(leader, "after-removal", Duration::from_secs(5))
+        .await;
+    for id in [leader, 4] {
         c.nodes[&id].shutdown().await.unwrap();
     }
 }

@@ -111,17 +111,16 @@ impl Cluster {
     }
 
     pub fn config(&self, id: i32) -> MetadataConfig {
-        let voters = IDS
-            .into_iter()
+        // Through the proxy where there is one (nodes added later are reached directly).
+        let voters = self
+            .listen
+            .keys()
             .map(|j| {
-                (
-                    j,
-                    if j == id {
-                        self.listen[&j]
-                    } else {
-                        self.proxies[&(id, j)].addr
-                    },
-                )
+                let addr = match self.proxies.get(&(id, *j)) {
+                    Some(p) if *j != id => p.addr,
+                    _ => self.listen[j],
+                };
+                (*j, addr)
             })
             .collect();
         MetadataConfig {
@@ -134,6 +133,16 @@ impl Cluster {
             default_replication_factor: 1,
             broker_session_timeout: Duration::from_secs(30),
         }
+    }
+
+    /// Starts a node that is not among the initial voters (it waits to be added) and
+    /// returns its controller address.
+    pub async fn start_extra(&mut self, id: i32) -> SocketAddr {
+        self.dirs.insert(id, tempfile::tempdir().unwrap());
+        let addr = free_port();
+        self.listen.insert(id, addr);
+        self.restart(id).await;
+        addr
     }
 
     pub async fn restart(&mut self, id: i32) {
