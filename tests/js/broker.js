@@ -54,7 +54,7 @@ async function startBroker (extraArgs = []) {
   const args = ['serve', '--data-dir', dataDir, '--listen', bootstrap, '--advertise', bootstrap,
     '--admin-listen', admin, '--node-id', '1', ...extraArgs]
   const logFd = fs.openSync(logPath, 'a')
-  const child = spawn(bin, args, { stdio: ['ignore', logFd, logFd] })
+  const child = spawn(bin, args, { stdio: ['ignore', logFd, logFd], env: { ...process.env, NO_COLOR: '1' } })
   fs.closeSync(logFd)
   let exited = null
   child.on('exit', (code, signal) => { exited = { code, signal } })

@@ -84,6 +84,7 @@ impl Broker {
             .args(["--listen", &bootstrap, "--advertise", &bootstrap])
             .args(["--admin-listen", &admin, "--node-id", "1"])
             .args(extra_args)
+            .env("NO_COLOR", "1")
             .stdin(Stdio::null())
             .stdout(log.try_clone().expect("clone log handle"))
             .stderr(log)

@@ -139,8 +139,11 @@ async fn rdkafka_produce_consume_round_trip() {
         assert_eq!(offsets, want, "acknowledged offsets on partition {p}");
     }
 
+    // librdkafka's assign() needs a group.id even though no group is joined (Sluice has no
+    // consumer groups yet): nothing is committed and subscribe() is never called.
     let consumer: BaseConsumer = ClientConfig::new()
         .set("bootstrap.servers", &broker.bootstrap)
+        .set("group.id", "sluice-rdkafka-test-unused")
         .set("enable.auto.commit", "false")
         .set("enable.partition.eof", "false")
         .create()
