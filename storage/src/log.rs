@@ -467,7 +467,9 @@ impl Log {
         w.active.publish_size(w.position);
         self.log_end.store(new_end, Ordering::Release);
         match cfg.flush {
-            FlushPolicy::Always => self.advance_recovery_point(new_end)?,
+            // Not per append: the checkpoint costs three fsyncs. Recovery re-checks the
+            // active segment anyway; flush() and maintain() move the point.
+            FlushPolicy::Always => {}
             FlushPolicy::Every { messages, .. } => {
                 let n = self
                     .unflushed_messages

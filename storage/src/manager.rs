@@ -116,14 +116,18 @@ impl LogManager {
         }
         check_name(topic, partition)?;
         let key = (topic.to_string(), partition);
-        if let Some(log) = read(&self.logs).get(&key) {
+        if let Some(log) = read(&self.logs).get(&key).filter(|l| !l.is_closed()) {
             log.update_config(config);
             return Ok(log.clone());
         }
         let mut logs = write(&self.logs);
         if let Some(log) = logs.get(&key) {
-            log.update_config(config);
-            return Ok(log.clone());
+            if !log.is_closed() {
+                log.update_config(config);
+                return Ok(log.clone());
+            }
+            // Closed by its owner: open it again from disk.
+            logs.remove(&key);
         }
         let dir = self.data_dir.join(format!("{topic}-{partition}"));
         let log = Arc::new(Log::open_with_cache(dir, config, self.cache.clone())?);

@@ -314,7 +314,9 @@ impl Segment {
     /// The segment stops being active: final time-index entry, indexes trimmed and read-only,
     /// files closable by the cache.
     pub fn unpin(self: &Arc<Self>) -> Result<(), StorageError> {
-        if let Some(h) = lock(&self.handles).clone() {
+        // Bound first: the guard must not live through the block (max_timestamp may lock).
+        let open = lock(&self.handles).clone();
+        if let Some(h) = open {
             let (ts, off) = self.max_timestamp()?;
             {
                 let mut ti = write(&h.time_index);
@@ -332,7 +334,9 @@ impl Segment {
 
     /// Trims the indexes without unpinning (clean close of the active segment).
     pub fn trim_indexes_for_close(self: &Arc<Self>) -> Result<(), StorageError> {
-        if let Some(h) = lock(&self.handles).clone() {
+        // Bound first: the guard must not live through the block (max_timestamp may lock).
+        let open = lock(&self.handles).clone();
+        if let Some(h) = open {
             let (ts, off) = self.max_timestamp()?;
             let mut ti = write(&h.time_index);
             if ts >= 0 {
