@@ -72,6 +72,13 @@ pub(crate) struct Writer {
     pub max_ts_offset: i64,
 }
 
+/// Flush work an append leaves for after the writer lock.
+enum AfterCommit {
+    Nothing,
+    SyncThrough(i64),
+    Flush,
+}
+
 /// Per-batch facts the writer needs for indexes.
 struct BatchMeta {
     size: usize,
@@ -93,6 +100,8 @@ pub struct Log {
     checkpoint_lock: Mutex<()>,
     last_flush_ms: AtomicI64,
     unflushed_messages: AtomicU64,
+    /// Everything below this offset is known fsynced (group commit for `Always`).
+    durable_end: Mutex<i64>,
     /// Upper bound for retention and compaction (the broker's high watermark); i64::MAX
     /// until the broker sets it.
     high_watermark: AtomicI64,
@@ -181,6 +190,7 @@ impl Log {
             checkpoint_lock: Mutex::new(()),
             last_flush_ms: AtomicI64::new(now),
             unflushed_messages: AtomicU64::new(0),
+            durable_end: Mutex::new(loaded.recovery_point),
             high_watermark: AtomicI64::new(i64::MAX),
             cache,
             cleaner: Default::default(),
@@ -262,7 +272,9 @@ impl Log {
         if leader_epoch >= 0 && leader_epoch > self.latest_epoch() {
             lock(&self.epochs).assign(leader_epoch, base)?;
         }
-        self.commit(&mut w, &cfg, &mut slices, &metas, next, records)?;
+        let after = self.commit(&mut w, &cfg, &mut slices, &metas, next, records)?;
+        drop(w);
+        self.after_commit(after)?;
         Ok(AppendInfo {
             base_offset: base,
             last_offset: last,
@@ -335,7 +347,9 @@ impl Log {
             }
         }
         let mut slices = [IoSlice::new(batches)];
-        self.commit(&mut w, &cfg, &mut slices, &metas, next, records)?;
+        let after = self.commit(&mut w, &cfg, &mut slices, &metas, next, records)?;
+        drop(w);
+        self.after_commit(after)?;
         Ok(AppendInfo {
             base_offset: first,
             last_offset: next - 1,
@@ -433,7 +447,7 @@ impl Log {
         metas: &[BatchMeta],
         new_end: i64,
         records: u64,
-    ) -> Result<(), StorageError> {
+    ) -> Result<AfterCommit, StorageError> {
         let start = w.position;
         if let Err(e) = write_all_at(&w.handles.file, start, slices) {
             // Leave no partial batch behind for readers or recovery.
@@ -460,27 +474,63 @@ impl Log {
             w.position = pos;
         }
         w.active.set_max_timestamp(w.max_ts, w.max_ts_offset);
-        if cfg.flush == FlushPolicy::Always {
-            w.handles.file.sync_data()?;
-        }
         debug_assert!(new_end > self.log_end());
         w.active.publish_size(w.position);
         self.log_end.store(new_end, Ordering::Release);
-        match cfg.flush {
-            // Not per append: the checkpoint costs three fsyncs. Recovery re-checks the
-            // active segment anyway; flush() and maintain() move the point.
-            FlushPolicy::Always => {}
+        Ok(match cfg.flush {
+            FlushPolicy::Always => AfterCommit::SyncThrough(new_end),
             FlushPolicy::Every { messages, .. } => {
                 let n = self
                     .unflushed_messages
                     .fetch_add(records, Ordering::Relaxed)
                     + records;
                 if messages > 0 && n >= messages {
-                    self.flush_inner()?;
+                    AfterCommit::Flush
+                } else {
+                    AfterCommit::Nothing
                 }
             }
-            FlushPolicy::None => {}
+            FlushPolicy::None => AfterCommit::Nothing,
+        })
+    }
+
+    /// Runs the flush an append asked for, after the writer lock is released so that other
+    /// appends and reads go on meanwhile.
+    fn after_commit(&self, after: AfterCommit) -> Result<(), StorageError> {
+        match after {
+            AfterCommit::SyncThrough(end) => self.sync_through(end),
+            AfterCommit::Flush => self.flush_inner(),
+            AfterCommit::Nothing => Ok(()),
         }
+    }
+
+    /// Group commit for `FlushPolicy::Always`: makes everything below `end` durable. Appends
+    /// that wait here together share one fsync: whoever gets the lock syncs all that was
+    /// written by then. The recovery-point checkpoint is not rewritten (three fsyncs);
+    /// recovery re-checks the unflushed tail anyway.
+    fn sync_through(&self, end: i64) -> Result<(), StorageError> {
+        let mut durable = lock(&self.durable_end);
+        if *durable >= end {
+            return Ok(());
+        }
+        let target = self.log_end();
+        let segs: Vec<Arc<Segment>> = {
+            let segs = read(&self.segments);
+            let floor = segs
+                .range(..=*durable)
+                .next_back()
+                .map_or(i64::MIN, |(b, _)| *b);
+            segs.range(floor..).map(|(_, s)| s.clone()).collect()
+        };
+        for s in segs {
+            let h = match s.handles() {
+                Ok(h) => h,
+                Err(_) if s.is_deleted() => continue,
+                Err(e) => return Err(e),
+            };
+            h.file.sync_data()?;
+        }
+        *durable = (*durable).max(target);
         Ok(())
     }
 
@@ -714,6 +764,12 @@ impl Log {
         lock(&self.epochs).truncate_from_end(new_end)?;
         producer_snapshot::remove_above(&self.dir, new_end)?;
         self.recovery_point.fetch_min(new_end, Ordering::AcqRel);
+        {
+            // Waits for a group-commit fsync under way (it holds this lock throughout), so
+            // that it cannot raise the mark above the new end afterwards.
+            let mut durable = lock(&self.durable_end);
+            *durable = (*durable).min(new_end);
+        }
         self.cleaner.clamp(new_end);
         self.write_checkpoint()
     }
@@ -875,6 +931,11 @@ impl Log {
     pub fn load_producer_snapshot(&self) -> Result<Option<(i64, Vec<u8>)>, StorageError> {
         self.check_open()?;
         producer_snapshot::load(&self.dir, self.log_end())
+    }
+
+    #[cfg(test)]
+    pub(crate) fn durable_end_for_tests(&self) -> &Mutex<i64> {
+        &self.durable_end
     }
 
     /// Segments in offset order (a snapshot of the map).
