@@ -817,7 +817,7 @@ fn always_flush_appends_from_many_threads_share_fsyncs() {
         .collect();
     bases.sort_unstable();
     assert_eq!(bases, (0..100).map(|i| i * 2).collect::<Vec<_>>());
-    assert_eq!(*crate::segment::lock(&log.durable_end_for_tests()), 200);
+    assert_eq!(*crate::segment::lock(log.durable_end_for_tests()), 200);
 }
 
 #[test]
