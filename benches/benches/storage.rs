@@ -84,6 +84,42 @@ fn append(c: &mut Criterion) {
         });
         log.close().expect("close");
     }
+    // fsync before acknowledging: appenders on several threads share fsyncs (group commit).
+    for threads in [1usize, 4] {
+        let dir = tempfile::tempdir_in(bench_dir()).expect("tempdir");
+        let cfg = LogConfig {
+            segment_bytes: 256 << 20,
+            flush: FlushPolicy::Always,
+            ..config()
+        };
+        let log = Log::open(dir.path().to_path_buf(), cfg).expect("open");
+        let b = batch(1024, 2);
+        g.throughput(Throughput::Bytes(b.len() as u64));
+        g.bench_function(
+            format!("1024B_records_flush_always_{threads}_threads"),
+            |bench| {
+                bench.iter_custom(|iters| {
+                    let per_thread = iters.div_ceil(threads as u64);
+                    let t = Instant::now();
+                    std::thread::scope(|s| {
+                        for _ in 0..threads {
+                            s.spawn(|| {
+                                for _ in 0..per_thread {
+                                    black_box(log.append_as_leader(&b, 1, 0).expect("append"));
+                                }
+                            });
+                        }
+                    });
+                    let spent = t.elapsed();
+                    if log.size_bytes() > 1 << 30 {
+                        log.truncate_to(0).expect("truncate");
+                    }
+                    spent
+                })
+            },
+        );
+        log.close().expect("close");
+    }
     g.finish();
 }
 

@@ -855,3 +855,11 @@ fn a_damaged_index_of_an_old_segment_is_rebuilt() {
     let r = log.read(101, 1, i64::MAX, true).unwrap();
     assert_eq!(RecordBatch::new(&r.records).unwrap().base_offset(), 100);
 }
+
+#[test]
+fn log_and_manager_are_send_and_sync() {
+    fn check<T: Send + Sync>() {}
+    check::<Log>();
+    check::<LogManager>();
+    check::<Arc<Log>>();
+}
