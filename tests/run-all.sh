@@ -19,7 +19,7 @@ SUDO=""
 if [ "$(id -u)" -ne 0 ]; then SUDO="sudo"; fi
 
 section() { printf '\n==================== %s ====================\n' "$*"; }
-elapsed() { printf -- '---- %s: %ss\n' "$1" "$(( SECONDS - $2 ))"; }
+elapsed() { printf '[run-all] %s took %ss\n' "$1" "$(( SECONDS - $2 ))"; }
 
 # ---------------------------------------------------------------------------- install
 section "install: Debian packages"
