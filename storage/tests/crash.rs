@@ -3,8 +3,9 @@
 //! it at seeded random points, reopens the log and checks that every acknowledged batch is
 //! there byte for byte and that the log is exactly a prefix of what the child wrote. Then
 //! the files are damaged on purpose (torn tail, flipped byte) and recovery must cut the log
-//! at the first bad batch.
+//! at the first bad batch. A third test kills a child that compacts while it appends.
 
+use std::collections::BTreeMap;
 use std::io::{BufRead, BufReader};
 use std::path::Path;
 use std::process::{Command, Stdio};
@@ -12,8 +13,8 @@ use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use sluice_storage::{
-    set_base_offset, set_partition_leader_epoch, BatchBuilder, BatchIter, Compression, FlushPolicy,
-    Log, LogConfig,
+    set_base_offset, set_partition_leader_epoch, BatchBuilder, BatchIter, CleanupPolicy,
+    Compression, FlushPolicy, Log, LogConfig, RecordBatch,
 };
 
 const CHILD_ENV: &str = "SLUICE_CRASH_CHILD";
@@ -88,14 +89,37 @@ fn flush_policy(name: &str) -> FlushPolicy {
     }
 }
 
+/// Mode "compact": a compacted log with a thread compacting all the time; otherwise the
+/// name of a flush policy.
+fn mode_config(mode: &str) -> LogConfig {
+    if mode == "compact" {
+        LogConfig {
+            cleanup_policy: CleanupPolicy::Compact,
+            segment_bytes: 16 * 1024,
+            ..config(FlushPolicy::None)
+        }
+    } else {
+        config(flush_policy(mode))
+    }
+}
+
 /// The child: append the sequence from where the log ends, acknowledging each append.
 #[test]
 fn crash_child() {
     let Ok(spec) = std::env::var(CHILD_ENV) else {
         return;
     };
-    let (dir, flush) = spec.split_once('|').expect("spec");
-    let log = Log::open(dir.into(), config(flush_policy(flush))).expect("open");
+    let (dir, mode) = spec.split_once('|').expect("spec");
+    let log = std::sync::Arc::new(Log::open(dir.into(), mode_config(mode)).expect("open"));
+    if mode == "compact" {
+        let log = log.clone();
+        std::thread::spawn(move || {
+            for _ in 0..100_000 {
+                let _ = log.compact_now(i64::MAX / 2);
+                std::thread::sleep(Duration::from_millis(1));
+            }
+        });
+    }
     let end = log.log_end_offset();
     let (mut i, mut offset) = (0u64, 0i64);
     while offset < end {
@@ -288,4 +312,95 @@ fn recovery_cuts_at_the_first_damaged_batch() {
             .expect("append after recovery");
         assert_eq!(info.base_offset, end);
     }
+}
+
+/// offset → (key, value) of the first `n` batches of the sequence.
+fn sequence_records(n: u64) -> BTreeMap<i64, (Vec<u8>, Vec<u8>)> {
+    let mut out = BTreeMap::new();
+    let mut offset = 0i64;
+    for i in 0..n {
+        let b = batch(i);
+        for r in RecordBatch::new(&b)
+            .expect("batch")
+            .records()
+            .expect("records")
+        {
+            out.insert(
+                offset + r.offset,
+                (
+                    r.key.expect("key").to_vec(),
+                    r.value.expect("value").to_vec(),
+                ),
+            );
+        }
+        offset += record_count(i);
+    }
+    out
+}
+
+#[test]
+fn sigkill_during_compaction_keeps_every_latest_value() {
+    let mut rng = Rng(0xc0ff_ee00);
+    let dir = tempfile::tempdir().expect("tempdir");
+    let mut acked_batches = 0u64;
+    let mut compacted = false;
+    for _round in 0..5 {
+        let acks = run_child_and_kill(dir.path(), "compact", 50 + rng.below(300));
+        assert!(!acks.is_empty(), "child acknowledged nothing");
+        acked_batches = acked_batches.max(acks.iter().map(|a| a.0 + 1).max().unwrap_or(0));
+        let log = Log::open(dir.path().to_path_buf(), mode_config("compact")).expect("reopen");
+        // Read everything: whole valid batches, offsets strictly increasing.
+        let mut got = BTreeMap::new();
+        let mut off = 0;
+        while off < log.log_end_offset() {
+            let r = log.read(off, 1 << 20, i64::MAX, true).expect("read");
+            assert!(!r.records.is_empty(), "empty read at {off}");
+            for b in BatchIter::new(&r.records) {
+                let b = b.expect("whole batch");
+                b.validate_stored().expect("valid batch");
+                for rec in b.records().expect("records") {
+                    assert!(rec.offset >= off, "offsets go back at {}", rec.offset);
+                    got.insert(
+                        rec.offset,
+                        (
+                            rec.key.expect("key").to_vec(),
+                            rec.value.expect("value").to_vec(),
+                        ),
+                    );
+                }
+                off = b.next_offset();
+            }
+        }
+        let end = log.log_end_offset();
+        let mut n = 0;
+        let mut o = 0;
+        while o < end {
+            o += record_count(n);
+            n += 1;
+        }
+        assert_eq!(o, end, "log end off the sequence's batch boundaries");
+        assert!(
+            n >= acked_batches,
+            "acked batches lost: {n} < {acked_batches}"
+        );
+        let written = sequence_records(n);
+        // Each record left is the one written at its offset, and each key's last one is there.
+        for (offset, kv) in &got {
+            assert_eq!(written.get(offset), Some(kv), "record at {offset} differs");
+        }
+        let mut last: BTreeMap<&[u8], i64> = BTreeMap::new();
+        for (offset, (k, _)) in &written {
+            last.insert(k, *offset);
+        }
+        compacted |= got.len() < written.len();
+        for (k, offset) in last {
+            assert!(
+                got.contains_key(&offset),
+                "latest record of {:?} at {offset} lost",
+                String::from_utf8_lossy(k)
+            );
+        }
+        drop(log);
+    }
+    assert!(compacted, "the child never compacted anything");
 }
