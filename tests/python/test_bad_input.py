@@ -246,6 +246,9 @@ def _metadata_v13(corr, topics_field: bytes, allow_auto=False):
     return w.frame(w.request_header(w.API_METADATA, 13, corr, client_id="rdkafka", flexible=True) + body)
 
 
+topic_ids = {}
+
+
 def _parse_metadata_v13(body: bytes):
     """Response header v1 (correlation id + tags), then Metadata v13: returns
     (correlation_id, [(node_id, host, port)], cluster_id, controller_id, [topic names])."""
@@ -281,10 +284,11 @@ def _parse_metadata_v13(body: bytes):
     cluster_id = compact_str()
     controller = r.int32()
     topics = []
+    topic_ids.clear()
     for _ in range(uvarint() - 1):
         r.int16()  # error code
         name = compact_str()
-        r.take(16)  # topic id
+        topic_ids[name] = r.take(16)
         r.take(1)  # is_internal
         for _ in range(uvarint() - 1):
             r.int16(); r.int32(); r.int32(); r.int32()
@@ -316,6 +320,8 @@ def test_metadata_v13_empty_and_null_topic_lists(broker):
     s.sendall(_metadata_v13(32, b"\x00"))
     corr, brokers, _, _, topics = _parse_metadata_v13(w.read_frame(s))
     assert corr == 32 and topic in topics
+    # Topic IDs are real (assigned at creation), not all zeros.
+    assert topic_ids[topic] != bytes(16), "Metadata v13 returned a zero topic id"
     # librdkafka 2.16 writes a null topics array as 4 bytes (a 1-byte varint 0 and 3 zero
     # bytes; librdkafka issue #5049), so the body has 3 bytes more than the schema. Kafka
     # ignores bytes after a request body, and confluent-kafka's list_topics() relies on it.
@@ -324,3 +330,51 @@ def test_metadata_v13_empty_and_null_topic_lists(broker):
     corr, brokers, _, _, topics = _parse_metadata_v13(w.read_frame(s))
     assert corr == 33 and topic in topics
     s.close()
+
+
+def fetch_request_v4(corr, topic, partitions, max_wait_ms=100):
+    """Fetch v4 (non-flexible): replica_id, max_wait, min_bytes, max_bytes, isolation, topics."""
+    body = (w.int32(-1) + w.int32(max_wait_ms) + w.int32(1) + w.int32(1 << 20) + w.int8(0)
+            + w.int32(1) + w.string(topic) + w.int32(len(partitions))
+            + b"".join(w.int32(p) + w.int64(offset) + w.int32(1 << 20) for p, offset in partitions))
+    return w.frame(w.request_header(1, 4, corr) + body)
+
+
+def parse_fetch_v4(body):
+    """Returns (corr, {partition: (error, high_watermark, records_length)}), where
+    records_length is -1 for a null record set."""
+    r = w.Reader(body)
+    corr = r.int32()
+    r.int32()  # throttle
+    out = {}
+    for _ in range(r.int32()):
+        r.take(r.int16())
+        for _ in range(r.int32()):
+            p, err, hw = r.int32(), r.int16(), r.int64()
+            r.int64()  # last stable offset
+            n = r.int32()
+            for _ in range(max(n, 0)):
+                r.int64(); r.int64()
+            size = r.int32()
+            if size > 0:
+                r.take(size)
+            out[p] = (err, hw, size)
+    assert r.remaining() == 0
+    return corr, out
+
+
+def test_fetch_lists_every_partition_and_empty_records_are_not_null(broker):
+    topic = unique_topic("fetch-empty")
+    create_topic(broker.bootstrap, topic, partitions=3)
+    s = w.connect(broker.bootstrap)
+    s.sendall(w.produce_request(7, 1, -1, topic, 1, w.record_batch([(b"k", b"v")])))
+    assert w.correlation_id(w.read_frame(s)) == 1
+    s.sendall(fetch_request_v4(2, topic, [(0, 0), (1, 0), (2, 0)]))
+    corr, parts = parse_fetch_v4(w.read_frame(s))
+    s.close()
+    assert corr == 2
+    assert sorted(parts) == [0, 1, 2], "a sessionless Fetch response lists every requested partition"
+    assert parts[0] == (0, 0, 0), f"empty partition: records must be length 0, not null: {parts[0]}"
+    assert parts[2] == (0, 0, 0), parts[2]
+    err, hw, size = parts[1]
+    assert (err, hw) == (0, 1) and size > 61, parts[1]
