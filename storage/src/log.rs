@@ -407,13 +407,7 @@ impl Log {
             .create(true)
             .truncate(true)
             .open(&log_path)?;
-        let seg = Arc::new(Segment::new(
-            &self.dir,
-            new_base,
-            0,
-            self.cache.clone(),
-            idx_max,
-        ));
+        let seg = Arc::new(Segment::new(&self.dir, new_base, 0, self.cache.clone()));
         let handles = seg.pin_as_active(idx_max)?;
         if w.position == 0 {
             // An empty active segment is replaced, not kept.
@@ -738,13 +732,7 @@ impl Log {
             .create(true)
             .truncate(true)
             .open(&log_path)?;
-        let seg = Arc::new(Segment::new(
-            &self.dir,
-            offset,
-            0,
-            self.cache.clone(),
-            idx_max,
-        ));
+        let seg = Arc::new(Segment::new(&self.dir, offset, 0, self.cache.clone()));
         let handles = seg.pin_as_active(idx_max)?;
         write(&self.segments).insert(offset, seg.clone());
         *w = Writer {

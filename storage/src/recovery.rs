@@ -144,10 +144,7 @@ pub(crate) fn load(
     let mut segments = BTreeMap::new();
     for &b in &bases {
         let len = std::fs::metadata(file_path(dir, b, LOG_SUFFIX))?.len();
-        segments.insert(
-            b,
-            Arc::new(Segment::new(dir, b, len, cache.clone(), idx_max)),
-        );
+        segments.insert(b, Arc::new(Segment::new(dir, b, len, cache.clone())));
     }
 
     let mut scans: BTreeMap<i64, ScanResult> = BTreeMap::new();

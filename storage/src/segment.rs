@@ -137,18 +137,12 @@ pub(crate) struct Segment {
     deleted: AtomicBool,
     lru_tick: AtomicU64,
     cache: Arc<HandleCache>,
-    /// Size of the index files when writable (segment.index.bytes).
-    index_max_bytes: AtomicU64,
+    /// The index sanity check ran (once per process for an old segment).
+    index_checked: AtomicBool,
 }
 
 impl Segment {
-    pub fn new(
-        dir: &Path,
-        base_offset: i64,
-        size: u64,
-        cache: Arc<HandleCache>,
-        index_max_bytes: u64,
-    ) -> Segment {
+    pub fn new(dir: &Path, base_offset: i64, size: u64, cache: Arc<HandleCache>) -> Segment {
         Segment {
             base_offset,
             dir: dir.to_path_buf(),
@@ -161,7 +155,7 @@ impl Segment {
             deleted: AtomicBool::new(false),
             lru_tick: AtomicU64::new(0),
             cache,
-            index_max_bytes: AtomicU64::new(index_max_bytes),
+            index_checked: AtomicBool::new(false),
         }
     }
 
@@ -174,7 +168,7 @@ impl Segment {
         cache: Arc<HandleCache>,
         handles: Handles,
     ) -> Segment {
-        let seg = Segment::new(dir, base_offset, size, cache, 0);
+        let seg = Segment::new(dir, base_offset, size, cache);
         seg.pinned.store(true, Ordering::Release);
         *lock(&seg.handles) = Some(Arc::new(handles));
         seg
@@ -265,8 +259,10 @@ impl Segment {
             index: RwLock::new(index),
             time_index: RwLock::new(time_index),
         };
-        if !self.pinned.load(Ordering::Acquire) {
-            // Indexes of old segments are trusted but checked; a bad one is rebuilt.
+        // Indexes of old segments are trusted but checked once per process; a bad one is
+        // rebuilt. Later opens (after the cache closed the files) skip the check.
+        if !self.pinned.load(Ordering::Acquire) && !self.index_checked.swap(true, Ordering::AcqRel)
+        {
             let size = self.size();
             // An empty index on a big segment (lost in a crash) is rebuilt too.
             let sane = read(&h.index).is_sane(size, None)
@@ -301,8 +297,6 @@ impl Segment {
         self: &Arc<Self>,
         index_max_bytes: u64,
     ) -> Result<Arc<Handles>, StorageError> {
-        self.index_max_bytes
-            .store(index_max_bytes, Ordering::Relaxed);
         self.pinned.store(true, Ordering::Release);
         self.cache.forget(self);
         let h = self.handles()?;
