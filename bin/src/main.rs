@@ -23,7 +23,8 @@ fn main() -> anyhow::Result<()> {
 fn serve(args: cli::ServeArgs) -> anyhow::Result<()> {
     let filter = EnvFilter::try_from_env("SLUICE_LOG")
         .or_else(|_| EnvFilter::try_from_default_env())
-        .unwrap_or_else(|_| EnvFilter::new("info"));
+        // openraft narrates every election at INFO; its warnings are what an operator needs.
+        .unwrap_or_else(|_| EnvFilter::new("info,openraft=warn"));
     tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_target(false)

@@ -15,7 +15,7 @@ use crate::errors::storage_error_code;
 
 pub fn handle(
     broker: &Arc<Broker>,
-    _version: i16,
+    version: i16,
     request: ListOffsetsRequest,
 ) -> ListOffsetsResponse {
     let image = broker.image();
@@ -40,10 +40,17 @@ pub fn handle(
                                 .map_err(|e| storage_error_code(&e))
                         });
                     match found {
-                        Ok(Some(t)) => response
-                            .with_offset(t.offset)
-                            .with_timestamp(t.timestamp_ms)
-                            .with_leader_epoch(t.leader_epoch),
+                        Ok(Some(t)) => {
+                            let r = response
+                                .with_offset(t.offset)
+                                .with_timestamp(t.timestamp_ms);
+                            // The leader epoch is in the response from v4 (KIP-320).
+                            if version >= 4 {
+                                r.with_leader_epoch(t.leader_epoch)
+                            } else {
+                                r
+                            }
+                        }
                         // No record at or after that time: offset and timestamp -1, as Kafka.
                         Ok(None) => response,
                         Err(code) => response.with_error_code(code.code()),
