@@ -1,6 +1,6 @@
 //! Decoding a frame into a request header and a typed request body.
 
-use bytes::{Buf, Bytes};
+use bytes::Bytes;
 use kafka_protocol::messages::{self as m, ApiKey};
 use kafka_protocol::protocol::{Decodable, StrBytes};
 
@@ -121,15 +121,8 @@ pub fn decode_request(mut frame: Bytes) -> Result<(RequestHeader, Request), Deco
         ));
     }
     let request = decode_body(api_key, &mut frame, api_version).map_err(|e| malformed(e.0))?;
-    if frame.has_remaining() {
-        // Kafka tolerates trailing bytes only in ApiVersions (newer clients' extra fields).
-        if api_key != ApiKey::ApiVersions {
-            return Err(malformed(format!(
-                "{} unread bytes after the body",
-                frame.remaining()
-            )));
-        }
-    }
+    // Bytes after the body are ignored, as Kafka does: librdkafka 2.16 writes a null
+    // Metadata topics array as four bytes (librdkafka #5049) and relies on that.
     Ok((header, request))
 }
 
