@@ -331,6 +331,10 @@ impl Log {
         size: u64,
     ) -> Result<bool, StorageError> {
         let _w = lock(&self.writer);
+        // close() and delete take the writer lock: once they ran, nothing is swapped in.
+        if self.is_closed() {
+            return Ok(false);
+        }
         let base = group[0].base_offset;
         {
             let segs = read(&self.segments);

@@ -300,6 +300,13 @@ impl Log {
     pub fn append_as_follower(&self, batches: &[u8]) -> Result<AppendInfo, StorageError> {
         self.check_open()?;
         let cfg = self.config();
+        // CRCs are checked before taking the writer lock; offsets after.
+        let mut parsed = Vec::new();
+        for b in BatchIter::new(batches) {
+            let b = b?;
+            b.validate_stored()?;
+            parsed.push(b);
+        }
         let mut w = lock(&self.writer);
         self.check_open()?;
         let leo = self.log_end();
@@ -308,9 +315,7 @@ impl Log {
         let mut next = leo;
         let mut records = 0u64;
         let mut first = None;
-        for b in BatchIter::new(batches) {
-            let b = b?;
-            b.validate_stored()?;
+        for b in parsed {
             if b.base_offset() < next {
                 return Err(StorageError::NonMonotonicOffset(format!(
                     "batch base offset {} below the expected {next}",

@@ -67,7 +67,7 @@ fn at(permille: u16, lo: i64, hi: i64) -> i64 {
 }
 
 proptest! {
-    #![proptest_config(ProptestConfig { cases: 128, max_shrink_iters: 200, ..ProptestConfig::default() })]
+    #![proptest_config(ProptestConfig { cases: 48, max_shrink_iters: 200, ..ProptestConfig::default() })]
 
     #[test]
     fn log_matches_the_model(ops in proptest::collection::vec(op(), 1..40)) {
@@ -185,7 +185,7 @@ proptest! {
 }
 
 proptest! {
-    #![proptest_config(ProptestConfig { cases: 24, max_shrink_iters: 100, ..ProptestConfig::default() })]
+    #![proptest_config(ProptestConfig { cases: 16, max_shrink_iters: 100, ..ProptestConfig::default() })]
 
     /// Compaction keeps the last value of every key, changes no offset, and leaves at most
     /// one record per key below the active segment.

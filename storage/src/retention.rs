@@ -49,6 +49,7 @@ impl Log {
         }
         if offset > self.log_start_offset() {
             let _w = lock(&self.writer);
+            self.check_open()?;
             self.set_log_start(offset)?;
         }
         self.delete_segments_below_log_start()?;
@@ -171,6 +172,7 @@ impl Log {
     /// segment is never deleted here.
     pub(crate) fn delete_segments_below_log_start(&self) -> Result<(), StorageError> {
         let _w = lock(&self.writer);
+        self.check_open()?;
         let start = self.log_start_offset();
         let victims: Vec<Arc<Segment>> = {
             let segs = read(&self.segments);
