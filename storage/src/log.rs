@@ -573,7 +573,13 @@ impl Log {
             };
             let mut raced = false;
             while let Some(s) = seg {
-                match s.read(offset, max_bytes, max_offset, min_one_batch) {
+                match s.read(
+                    offset,
+                    max_bytes,
+                    max_offset,
+                    min_one_batch,
+                    max_offset < leo,
+                ) {
                     Ok(SegmentRead::Data(b)) => return Ok(info(b)),
                     Ok(SegmentRead::NotHere) => {
                         seg = read(&self.segments)

@@ -27,6 +27,8 @@ enum Op {
     Read {
         permille: u16,
         max_bytes: usize,
+        /// Where the high watermark (max_offset) sits between the offset and the log end.
+        hw_permille: u16,
     },
     FindTimestamp {
         permille: u16,
@@ -39,7 +41,7 @@ fn op() -> impl Strategy<Value = Op> {
         1 => (0..1000u16).prop_map(|permille| Op::Truncate { permille }),
         1 => (0..1000u16).prop_map(|permille| Op::DeleteRecords { permille }),
         1 => any::<bool>().prop_map(|clean| Op::Reopen { clean }),
-        2 => (0..1000u16, 1..3000usize).prop_map(|(permille, max_bytes)| Op::Read { permille, max_bytes }),
+        2 => (0..1000u16, 1..3000usize, 0..1001u16).prop_map(|(permille, max_bytes, hw_permille)| Op::Read { permille, max_bytes, hw_permille }),
         1 => (0..1000u16).prop_map(|permille| Op::FindTimestamp { permille }),
     ]
 }
@@ -123,16 +125,21 @@ proptest! {
                     drop(old);
                     log = Some(Log::open(dir.path().to_path_buf(), cfg()).unwrap());
                 }
-                Op::Read { permille, max_bytes } => {
+                Op::Read { permille, max_bytes, hw_permille } => {
                     if m.end > m.start {
                         let off = at(permille, m.start, m.end - 1);
-                        let r = l.read(off, max_bytes, i64::MAX, true).unwrap();
+                        let hw = if hw_permille == 1000 { i64::MAX } else { at(hw_permille, off, m.end) };
+                        let r = l.read(off, max_bytes, hw, true).unwrap();
                         let (&first_base, first) = m.batches.range(..=off).next_back().filter(|(_, (_, last, _))| *last >= off)
                             .or_else(|| m.batches.range(off..).next()).unwrap();
-                        prop_assert!(r.records.len() >= first.0.len());
+                        if first_base < hw {
+                            prop_assert!(r.records.len() >= first.0.len());
+                        } else {
+                            prop_assert!(r.records.is_empty());
+                        }
                         let mut expected = Vec::new();
-                        for (_, (bytes, _, _)) in m.batches.range(first_base..) {
-                            if !expected.is_empty() && expected.len() + bytes.len() > max_bytes {
+                        for (&base, (bytes, _, _)) in m.batches.range(first_base..) {
+                            if base >= hw || (!expected.is_empty() && expected.len() + bytes.len() > max_bytes) {
                                 break;
                             }
                             expected.extend_from_slice(bytes);

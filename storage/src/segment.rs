@@ -407,6 +407,7 @@ impl Segment {
         max_bytes: usize,
         max_offset: i64,
         min_one_batch: bool,
+        bounded_by_max_offset: bool,
     ) -> Result<SegmentRead, StorageError> {
         let h = self.handles()?;
         let size = self.size();
@@ -417,7 +418,19 @@ impl Segment {
         if first.base_offset() >= max_offset {
             return Ok(SegmentRead::Data(Bytes::new()));
         }
-        let available = (size - pos) as usize;
+        let mut available = (size - pos) as usize;
+        if bounded_by_max_offset {
+            // A high watermark well below the log end: do not read bytes past it.
+            if let Some((limit_pos, limit_hdr)) = self.find_batch(&h, max_offset, size)? {
+                let b = RecordBatch::header(&limit_hdr)?;
+                let limit = if b.base_offset() >= max_offset {
+                    limit_pos
+                } else {
+                    limit_pos + b.size_in_bytes() as u64
+                };
+                available = available.min(limit.saturating_sub(pos) as usize);
+            }
+        }
         let want = max_bytes.min(available);
         let mut buf = pread(&h.file, pos, want)?;
         let end = whole_batches_len(&buf, max_offset);
