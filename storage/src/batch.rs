@@ -239,7 +239,7 @@ impl<'a> RecordBatch<'a> {
     }
 
     /// Structural checks every stored batch must pass (magic, CRC, offset range). Client
-    /// batches additionally go through [`validate_client_batch`].
+    /// batches additionally go through the leader-path checks (record count, size).
     pub fn validate_stored(&self) -> Result<(), StorageError> {
         if self.magic() != MAGIC_V2 {
             return Err(StorageError::invalid(format!(
