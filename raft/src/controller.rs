@@ -365,7 +365,7 @@ pub(crate) fn fence_broker(state: &MetadataState, broker_id: i32) -> Vec<Metadat
 
 fn new_topic_id(state: &MetadataState, taken: &HashSet<Uuid>) -> Uuid {
     loop {
-        let id = Uuid::new_v4();
+        let id = crate::rt::random_uuid();
         if !id.is_nil() && !state.topic_names_by_id.contains_key(&id) && !taken.contains(&id) {
             return id;
         }

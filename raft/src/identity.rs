@@ -5,8 +5,6 @@
 use std::io;
 use std::path::Path;
 
-use uuid::Uuid;
-
 use crate::storage_util::write_atomically;
 
 pub(crate) const IDENTITY_FILE: &str = "meta.properties";
@@ -20,7 +18,7 @@ pub(crate) struct Identity {
 
 /// Kafka's cluster id format: a random UUID as 22 characters of unpadded base64url.
 pub(crate) fn new_cluster_id() -> String {
-    base64url(Uuid::new_v4().as_bytes())
+    base64url(crate::rt::random_uuid().as_bytes())
 }
 
 fn base64url(bytes: &[u8]) -> String {

@@ -47,6 +47,9 @@ mod log_store;
 mod network;
 mod node;
 mod records;
+mod rt;
+#[cfg(feature = "sim")]
+pub mod sim;
 mod state;
 mod state_machine;
 mod storage_util;
@@ -534,5 +537,6 @@ impl MetadataNode {
 
 #[cfg(test)]
 mod conformance;
-#[cfg(test)]
+// Real TCP listeners and the blocking pool: not under the simulation build.
+#[cfg(all(test, not(feature = "sim")))]
 mod tests;

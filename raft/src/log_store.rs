@@ -121,9 +121,7 @@ impl LogStore {
         F: FnOnce(&mut LogInner) -> io::Result<T> + Send + 'static,
     {
         let inner = self.inner.clone();
-        tokio::task::spawn_blocking(move || f(&mut lock(&inner)))
-            .await
-            .map_err(io::Error::other)?
+        crate::rt::run_blocking(move || f(&mut lock(&inner))).await
     }
 }
 

@@ -12,6 +12,7 @@ use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use crate::rt::{TcpListener, TcpStream};
 use openraft::error::{
     InstallSnapshotError, NetworkError, RPCError, RaftError, RemoteError, Unreachable,
 };
@@ -22,7 +23,6 @@ use openraft::raft::{
 };
 use serde::{Deserialize, Serialize};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::{TcpListener, TcpStream};
 use tokio::task::JoinSet;
 
 use crate::node::{ControllerRequest, ControllerResponse, NodeInner};
@@ -121,43 +121,52 @@ impl Connection {
         Connection { addr, stream: None }
     }
 
-    /// Sends `req` and waits for its response, all within `timeout`. Any failure drops the
-    /// connection so the next call starts on a fresh one.
+    /// Sends `req` and waits for its response, all within `timeout`.
+    ///
+    /// Cancellation-safe: the stream is taken out for the call and put back only after a
+    /// whole request/response exchange. If the call fails, times out, or the caller drops
+    /// this future (openraft wraps RPCs in its own timeout), the stream is dropped with it,
+    /// so a later call can never read the answer to an earlier request.
     pub async fn call(
         &mut self,
         req: &Request,
         timeout: Duration,
     ) -> Result<Response, TransportError> {
-        let res = match tokio::time::timeout(timeout, self.call_inner(req)).await {
-            Ok(r) => r,
+        let stream = self.stream.take();
+        match tokio::time::timeout(timeout, Self::exchange(&self.addr, stream, req)).await {
+            Ok(Ok((stream, resp))) => {
+                self.stream = Some(stream);
+                Ok(resp)
+            }
+            Ok(Err(e)) => Err(e),
             Err(_) => Err(TransportError::Timeout),
-        };
-        if res.is_err() {
-            self.stream = None;
         }
-        res
     }
 
-    async fn call_inner(&mut self, req: &Request) -> Result<Response, TransportError> {
-        if self.stream.is_none() {
-            let stream =
-                match tokio::time::timeout(CONNECT_TIMEOUT, TcpStream::connect(&self.addr)).await {
+    async fn exchange(
+        addr: &str,
+        stream: Option<TcpStream>,
+        req: &Request,
+    ) -> Result<(TcpStream, Response), TransportError> {
+        let mut stream = match stream {
+            Some(s) => s,
+            None => {
+                let s = match tokio::time::timeout(CONNECT_TIMEOUT, TcpStream::connect(addr)).await
+                {
                     Ok(Ok(s)) => s,
-                    Ok(Err(e)) => return Err(TransportError::Connect(self.addr.clone(), e)),
+                    Ok(Err(e)) => return Err(TransportError::Connect(addr.to_string(), e)),
                     Err(_) => {
                         let e = io::Error::new(io::ErrorKind::TimedOut, "connect timed out");
-                        return Err(TransportError::Connect(self.addr.clone(), e));
+                        return Err(TransportError::Connect(addr.to_string(), e));
                     }
                 };
-            stream.set_nodelay(true)?;
-            self.stream = Some(stream);
-        }
-        let Some(stream) = self.stream.as_mut() else {
-            return Err(TransportError::UnexpectedResponse);
+                s.set_nodelay(true)?;
+                s
+            }
         };
-        write_frame(stream, req).await?;
-        match read_frame(stream).await? {
-            Some(resp) => Ok(resp),
+        write_frame(&mut stream, req).await?;
+        match read_frame(&mut stream).await? {
+            Some(resp) => Ok((stream, resp)),
             None => Err(
                 io::Error::new(io::ErrorKind::UnexpectedEof, "peer closed the connection").into(),
             ),

@@ -213,7 +213,7 @@ impl NodeInner {
 
         // Bind before Raft starts so a busy port fails the start without leaving Raft running.
         let listener = match config.controller_listen {
-            Some(addr) => Some(tokio::net::TcpListener::bind(addr).await.map_err(|e| {
+            Some(addr) => Some(crate::rt::TcpListener::bind(addr).await.map_err(|e| {
                 ControllerError::Internal(format!("controller listener {addr}: {e}"))
             })?),
             None => None,
@@ -600,7 +600,7 @@ impl NodeInner {
         use ControllerResponse as Rs;
         let mut session = self.session.lock().await;
         let state = self.ensure_fresh(&mut session).await?;
-        let start = Uuid::new_v4().as_u128() as usize;
+        let start = crate::rt::random_u128() as usize;
         Ok(match req {
             Rq::RegisterBroker(reg) => match controller::register_broker(&state, reg) {
                 Err(e) => Rs::BrokerEpoch(Err(e)),

@@ -1,6 +1,7 @@
 //! Three metadata voters as tasks on 127.0.0.1, each pair of nodes connected through a small
 //! fault-injecting TCP proxy so a node can be cut off. Ports are chosen free at runtime;
 //! every wait is bounded.
+#![cfg(not(feature = "sim"))] // real TCP and threads: not under the simulation build
 
 mod common;
 

@@ -11,6 +11,7 @@
 //! leader epochs and partition epochs never go back and the order of committed values is
 //! the same on every node. Checked at the end (all healed and restarted): every acknowledged
 //! topic is on every node.
+#![cfg(not(feature = "sim"))] // real TCP and threads: not under the simulation build
 
 mod common;
 

@@ -1,6 +1,7 @@
 //! Measurements, not checks (ignored by default). Run:
 //! `cargo test -p sluice-raft --test measure -- --ignored --nocapture --test-threads 1`
 //! Every metadata commit is fsynced on a majority, so these are fsync-bound.
+#![cfg(not(feature = "sim"))] // real TCP and threads: not under the simulation build
 
 mod common;
 
