@@ -863,3 +863,88 @@ fn log_and_manager_are_send_and_sync() {
     check::<LogManager>();
     check::<Arc<Log>>();
 }
+
+/// Readers on several threads across many segments with a tiny open-file cap, while a
+/// writer appends and a compactor swaps segments: every read is whole valid batches that
+/// start at the batch holding the offset (or after it when compaction removed it).
+#[test]
+fn concurrent_reads_appends_compaction_and_eviction() {
+    use std::sync::atomic::{AtomicBool, Ordering};
+    let dir = tempfile::tempdir().unwrap();
+    let cache = HandleCache::new(3);
+    let cfg = LogConfig {
+        segment_bytes: 8 * 1024,
+        cleanup_policy: CleanupPolicy::Compact,
+        ..small_config()
+    };
+    let log = Arc::new(Log::open_with_cache(dir.path().to_path_buf(), cfg, cache.clone()).unwrap());
+    let append = |log: &Log, i: usize| {
+        let mut b = BatchBuilder::new(0, 1000);
+        for j in 0..3 {
+            let key = format!("k{}", (i * 3 + j) % 17);
+            b.push(
+                j as i32,
+                1000,
+                Some(key.as_bytes()),
+                Some(&[i as u8; 150]),
+                &[],
+            );
+        }
+        log.append_as_leader(&b.build().unwrap(), 0, 0).unwrap();
+    };
+    for i in 0..200 {
+        append(&log, i);
+    }
+    let stop = Arc::new(AtomicBool::new(false));
+    let mut threads = Vec::new();
+    for t in 0..3u64 {
+        let log = log.clone();
+        let stop = stop.clone();
+        threads.push(std::thread::spawn(move || {
+            let mut x = 0x9e37_79b9u64 + t;
+            let mut reads = 0;
+            while reads < 20_000 && (reads < 3_000 || !stop.load(Ordering::Relaxed)) {
+                x ^= x << 13;
+                x ^= x >> 7;
+                x ^= x << 17;
+                let start = log.log_start_offset();
+                let end = log.log_end_offset();
+                let off = start + (x % (end - start).max(1) as u64) as i64;
+                match log.read(off, 2000, i64::MAX, true) {
+                    Ok(r) => {
+                        let mut prev = i64::MIN;
+                        for (n, b) in BatchIter::new(&r.records).enumerate() {
+                            let b = b.unwrap();
+                            b.validate_stored().unwrap();
+                            assert!(b.base_offset() > prev);
+                            if n == 0 {
+                                assert!(b.last_offset() >= off, "batch {b:?} before offset {off}");
+                            }
+                            prev = b.last_offset();
+                        }
+                    }
+                    Err(StorageError::OffsetOutOfRange { .. }) => {}
+                    Err(e) => panic!("read {off}: {e}"),
+                }
+                reads += 1;
+            }
+        }));
+    }
+    {
+        let log = log.clone();
+        threads.push(std::thread::spawn(move || {
+            for _ in 0..30 {
+                log.compact_now(crate::log::now_ms()).unwrap();
+            }
+        }));
+    }
+    for i in 200..500 {
+        append(&log, i);
+    }
+    stop.store(true, Ordering::Relaxed);
+    for t in threads {
+        t.join().unwrap();
+    }
+    assert!(cache.open_count() <= 3);
+    assert_eq!(log.log_end_offset(), 1500);
+}
