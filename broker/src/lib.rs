@@ -15,6 +15,7 @@ pub mod config;
 pub mod config_resources;
 mod connection;
 pub mod errors;
+pub mod group;
 mod handlers;
 pub mod metrics;
 pub mod partition;
