@@ -68,8 +68,12 @@ impl LogStore {
             .truncate(false)
             .open(&path)?;
         if !existed {
+            // A new log: make the file and the directories leading to it durable.
             journal.sync_all()?;
             sync_dir(dir)?;
+            if let Some(parent) = dir.parent() {
+                sync_dir(parent)?;
+            }
         }
         let mut bytes = Vec::new();
         journal.read_to_end(&mut bytes)?;

@@ -177,6 +177,7 @@ impl NodeInner {
 
         let meta_dir = config.data_dir.join("metadata");
         std::fs::create_dir_all(&meta_dir).map_err(internal)?;
+        crate::storage_util::sync_dir(&config.data_dir).map_err(internal)?;
         let log_dir = meta_dir.join("log");
         let identity = match identity::load(&meta_dir).map_err(internal)? {
             Some(id) if id.node_id != config.node_id => {
