@@ -39,6 +39,14 @@ const SERVER_KEYS: &[&str] = &[
     "max.connections",
     "queued.max.request.bytes",
     "broker.session.timeout.ms",
+    "group.initial.rebalance.delay.ms",
+    "group.min.session.timeout.ms",
+    "group.max.session.timeout.ms",
+    "group.max.size",
+    "offsets.topic.num.partitions",
+    "offsets.topic.replication.factor",
+    "offsets.retention.minutes",
+    "offset.metadata.max.bytes",
 ];
 
 pub struct Settings {
@@ -185,6 +193,55 @@ fn build(explicit: BTreeMap<String, String>) -> anyhow::Result<Settings> {
         "queued.max.request.bytes",
         broker.max_queued_request_bytes,
     )?;
+    let groups = &mut broker.groups;
+    let ms = |name: &str, default: Duration| -> anyhow::Result<Duration> {
+        Ok(Duration::from_millis(parse(
+            get(name),
+            name,
+            default.as_millis() as u64,
+        )?))
+    };
+    groups.group.initial_rebalance_delay = ms(
+        "group.initial.rebalance.delay.ms",
+        groups.group.initial_rebalance_delay,
+    )?;
+    groups.group.min_session_timeout = ms(
+        "group.min.session.timeout.ms",
+        groups.group.min_session_timeout,
+    )?;
+    groups.group.max_session_timeout = ms(
+        "group.max.session.timeout.ms",
+        groups.group.max_session_timeout,
+    )?;
+    groups.group.max_size = parse(
+        get("group.max.size"),
+        "group.max.size",
+        groups.group.max_size,
+    )?;
+    groups.offsets_topic_partitions = parse(
+        get("offsets.topic.num.partitions"),
+        "offsets.topic.num.partitions",
+        groups.offsets_topic_partitions,
+    )?;
+    groups.offsets_topic_replication_factor = parse(
+        get("offsets.topic.replication.factor"),
+        "offsets.topic.replication.factor",
+        groups.offsets_topic_replication_factor,
+    )?;
+    let retention_minutes: u64 = parse(
+        get("offsets.retention.minutes"),
+        "offsets.retention.minutes",
+        groups.offsets_retention.as_secs() / 60,
+    )?;
+    groups.offsets_retention = Duration::from_secs(retention_minutes * 60);
+    groups.offset_metadata_max_bytes = parse(
+        get("offset.metadata.max.bytes"),
+        "offset.metadata.max.bytes",
+        groups.offset_metadata_max_bytes,
+    )?;
+    if groups.offsets_topic_partitions < 1 {
+        bail!("offsets.topic.num.partitions must be at least 1");
+    }
     broker.static_configs = static_configs;
     if broker.num_partitions < 1 {
         bail!("num.partitions must be at least 1");

@@ -14,6 +14,8 @@ use tokio::task::JoinHandle;
 use uuid::Uuid;
 
 use crate::config::BrokerConfig;
+use crate::group::offsets_topic::OFFSETS_TOPIC;
+use crate::group::GroupCoordinator;
 use crate::replica_manager::ReplicaManager;
 use crate::{admin_http, server};
 
@@ -35,6 +37,7 @@ pub struct Broker {
     pub config: BrokerConfig,
     pub metadata: MetadataNode,
     pub replicas: ReplicaManager,
+    pub groups: GroupCoordinator,
     broker_epoch: std::sync::atomic::AtomicI64,
     ready: AtomicBool,
     shutdown_tx: watch::Sender<bool>,
@@ -91,6 +94,7 @@ impl Broker {
         let (shutdown_tx, _) = watch::channel(false);
         let broker = Arc::new(Broker {
             replicas,
+            groups: GroupCoordinator::new(config.groups.clone()),
             metadata,
             broker_epoch: std::sync::atomic::AtomicI64::new(-1),
             ready: AtomicBool::new(false),
@@ -104,9 +108,11 @@ impl Broker {
         broker.replicas.apply_image(&image);
         broker.replicas.start_background();
         broker.register().await?;
+        broker.load_groups();
 
         let mut tasks = Vec::new();
         tasks.push(tokio::spawn(follow_metadata(broker.clone())));
+        tasks.push(tokio::spawn(group_timers(broker.clone())));
         tasks.push(tokio::spawn(heartbeat_loop(broker.clone())));
         let admin_addr = match admin_listener {
             Some(l) => {
@@ -162,6 +168,23 @@ impl Broker {
         })
         .await;
         Ok(())
+    }
+
+    /// Replays the `__consumer_offsets` partitions this broker leads, so groups and their
+    /// committed offsets are there before the first client asks.
+    fn load_groups(&self) {
+        let Some(topic) = self.image().topics.get(OFFSETS_TOPIC).cloned() else {
+            return;
+        };
+        for p in topic
+            .partitions
+            .iter()
+            .filter(|p| p.leader == self.config.node_id)
+        {
+            if let Err(e) = self.groups.load_partition(&self.replicas, p.partition) {
+                tracing::error!(partition = p.partition, error = ?e, "could not load consumer groups");
+            }
+        }
     }
 
     /// The current metadata image.
@@ -249,6 +272,18 @@ async fn follow_metadata(broker: Arc<Broker>) {
         if rx.changed().await.is_err() {
             return;
         }
+    }
+}
+
+/// How often group deadlines (sessions, rebalances, offset expiry) are checked.
+const GROUP_TICK: Duration = Duration::from_millis(100);
+
+async fn group_timers(broker: Arc<Broker>) {
+    let mut tick = tokio::time::interval(GROUP_TICK);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tick.tick().await;
+        broker.groups.tick(&broker.replicas);
     }
 }
 

@@ -6,6 +6,8 @@ use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::time::Duration;
 
+use crate::group::CoordinatorConfig;
+
 /// Everything the broker needs to run, fixed at startup.
 #[derive(Debug, Clone)]
 pub struct BrokerConfig {
@@ -39,6 +41,8 @@ pub struct BrokerConfig {
     pub max_queued_request_bytes: usize,
     /// How often the broker heartbeats to the controller.
     pub heartbeat_interval: Duration,
+    /// Group coordinator settings (`group.*`, `offsets.*`).
+    pub groups: CoordinatorConfig,
     /// Broker-level Kafka configs set explicitly at startup, by Kafka name
     /// (`log.retention.ms`, `message.max.bytes`, ...). Source STATIC_BROKER_CONFIG.
     pub static_configs: BTreeMap<String, String>,
@@ -63,6 +67,7 @@ impl BrokerConfig {
             max_inflight_requests_per_connection: 64,
             max_queued_request_bytes: 512 * 1024 * 1024,
             heartbeat_interval: Duration::from_secs(1),
+            groups: CoordinatorConfig::default(),
             static_configs: BTreeMap::new(),
         }
     }

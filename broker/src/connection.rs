@@ -166,17 +166,18 @@ impl Connection {
             }
         };
         let api_name = api_name(header.api_key);
-        let (response, version) = match handlers::handle(&self.broker, &header, request).await {
-            handlers::Outcome::Respond(response, version) => (response, version),
-            handlers::Outcome::Silent => {
-                record_request(api_name, started);
-                return Ok(());
-            }
-            handlers::Outcome::Close(reason) => {
-                record_request(api_name, started);
-                return Err(Close::Protocol(reason));
-            }
-        };
+        let (response, version) =
+            match handlers::handle(&self.broker, &header, self.peer, request).await {
+                handlers::Outcome::Respond(response, version) => (response, version),
+                handlers::Outcome::Silent => {
+                    record_request(api_name, started);
+                    return Ok(());
+                }
+                handlers::Outcome::Close(reason) => {
+                    record_request(api_name, started);
+                    return Err(Close::Protocol(reason));
+                }
+            };
         crate::metrics::count_response_errors(api_name, &response);
         if let Err(e) = encode_response(output, header.correlation_id, version, &response) {
             tracing::error!(error = %e, "response encoding failed (a broker bug)");

@@ -103,5 +103,35 @@ pub fn count_response_errors(api: &'static str, response: &Response) {
             .for_each(|p| count(api, p.error_code)),
         Response::DescribeCluster(r) => count(api, r.error_code),
         Response::ApiVersions(r) => count(api, r.error_code),
+        Response::FindCoordinator(r) => {
+            count(api, r.error_code);
+            r.coordinators.iter().for_each(|c| count(api, c.error_code));
+        }
+        Response::JoinGroup(r) => count(api, r.error_code),
+        Response::SyncGroup(r) => count(api, r.error_code),
+        Response::Heartbeat(r) => count(api, r.error_code),
+        Response::LeaveGroup(r) => {
+            count(api, r.error_code);
+            r.members.iter().for_each(|m| count(api, m.error_code));
+        }
+        Response::OffsetCommit(r) => r
+            .topics
+            .iter()
+            .flat_map(|t| &t.partitions)
+            .for_each(|p| count(api, p.error_code)),
+        Response::OffsetFetch(r) => {
+            count(api, r.error_code);
+            r.groups.iter().for_each(|g| count(api, g.error_code));
+        }
+        Response::DescribeGroups(r) => r.groups.iter().for_each(|g| count(api, g.error_code)),
+        Response::ListGroups(r) => count(api, r.error_code),
+        Response::DeleteGroups(r) => r.results.iter().for_each(|g| count(api, g.error_code)),
+        Response::OffsetDelete(r) => {
+            count(api, r.error_code);
+            r.topics
+                .iter()
+                .flat_map(|t| &t.partitions)
+                .for_each(|p| count(api, p.error_code));
+        }
     }
 }

@@ -26,6 +26,17 @@ macro_rules! for_each_api {
             CreatePartitions(CreatePartitionsRequest, CreatePartitionsResponse) 0..=3,
             IncrementalAlterConfigs(IncrementalAlterConfigsRequest, IncrementalAlterConfigsResponse) 0..=1,
             DescribeCluster(DescribeClusterRequest, DescribeClusterResponse) 0..=2,
+            FindCoordinator(FindCoordinatorRequest, FindCoordinatorResponse) 0..=6,
+            JoinGroup(JoinGroupRequest, JoinGroupResponse) 0..=9,
+            SyncGroup(SyncGroupRequest, SyncGroupResponse) 0..=5,
+            Heartbeat(HeartbeatRequest, HeartbeatResponse) 0..=4,
+            LeaveGroup(LeaveGroupRequest, LeaveGroupResponse) 0..=5,
+            OffsetCommit(OffsetCommitRequest, OffsetCommitResponse) 2..=9,
+            OffsetFetch(OffsetFetchRequest, OffsetFetchResponse) 1..=9,
+            DescribeGroups(DescribeGroupsRequest, DescribeGroupsResponse) 0..=6,
+            ListGroups(ListGroupsRequest, ListGroupsResponse) 0..=5,
+            DeleteGroups(DeleteGroupsRequest, DeleteGroupsResponse) 0..=2,
+            OffsetDelete(OffsetDeleteRequest, OffsetDeleteResponse) 0..=0,
         }
     };
 }

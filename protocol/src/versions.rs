@@ -63,8 +63,11 @@ mod tests {
         assert!(is_supported(ApiKey::Fetch, 4));
         assert!(!is_supported(ApiKey::CreateTopics, 1));
         assert!(!is_supported(ApiKey::ApiVersions, 5));
-        // Not served yet (consumer groups, transactions come with later issues).
-        assert!(support(ApiKey::JoinGroup).is_none());
+        assert!(!is_supported(ApiKey::OffsetCommit, 1));
+        assert!(is_supported(ApiKey::JoinGroup, 0));
+        // Not served yet (transactions come with a later issue; KIP-848 groups are not
+        // advertised, so clients use the classic protocol).
         assert!(support(ApiKey::InitProducerId).is_none());
+        assert!(support(ApiKey::ConsumerGroupHeartbeat).is_none());
     }
 }

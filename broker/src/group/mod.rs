@@ -28,13 +28,9 @@ use crate::broker::now_ms;
 /// How the coordinator reads and writes `__consumer_offsets`.
 pub trait OffsetsLog: Send + Sync {
     /// Appends (key, value) records to one partition and returns once they are committed.
-    fn append(
-        &self,
-        partition: i32,
-        records: &[(Bytes, Option<Bytes>)],
-    ) -> Result<(), ResponseError>;
+    fn append(&self, partition: i32, records: &[KeyValue]) -> Result<(), ResponseError>;
     /// Every committed record of one partition, in offset order.
-    fn read_all(&self, partition: i32) -> Result<Vec<(Bytes, Option<Bytes>)>, ResponseError>;
+    fn read_all(&self, partition: i32) -> Result<Vec<KeyValue>, ResponseError>;
     /// Whether this broker leads the partition (and so coordinates its groups).
     fn is_leader(&self, partition: i32) -> bool;
 }
@@ -86,6 +82,12 @@ pub struct GroupDescription {
 }
 
 type OffsetKey = (String, i32);
+
+/// A `__consumer_offsets` record: key and value (`None`: a tombstone).
+pub type KeyValue = (Bytes, Option<Bytes>);
+
+/// Committed offsets by topic: (topic, [(partition, offset if any)]).
+pub type TopicOffsets = Vec<(String, Vec<(i32, Option<OffsetValue>)>)>;
 
 pub struct GroupCoordinator {
     cfg: CoordinatorConfig,
@@ -331,7 +333,7 @@ impl GroupCoordinator {
         if offsets.is_empty() {
             return Ok(());
         }
-        let records: Vec<(Bytes, Option<Bytes>)> = offsets
+        let records: Vec<KeyValue> = offsets
             .iter()
             .map(|(t, p, v)| {
                 (
@@ -354,7 +356,7 @@ impl GroupCoordinator {
         &self,
         group_id: &str,
         wanted: Option<Vec<(String, Vec<i32>)>>,
-    ) -> Vec<(String, Vec<(i32, Option<OffsetValue>)>)> {
+    ) -> TopicOffsets {
         let all = lock(&self.offsets);
         let committed = all.get(group_id);
         match wanted {
@@ -468,8 +470,7 @@ impl GroupCoordinator {
     }
 
     fn tombstone_group(&self, log: &dyn OffsetsLog, group_id: &str) -> Result<(), ResponseError> {
-        let mut records: Vec<(Bytes, Option<Bytes>)> =
-            vec![(offsets_topic::group_key(group_id), None)];
+        let mut records: Vec<KeyValue> = vec![(offsets_topic::group_key(group_id), None)];
         if let Some(committed) = lock(&self.offsets).get(group_id) {
             records.extend(
                 committed
@@ -686,22 +687,18 @@ mod tests {
     /// An in-memory `__consumer_offsets`.
     #[derive(Default)]
     struct MemLog {
-        records: Mutex<HashMap<i32, Vec<(Bytes, Option<Bytes>)>>>,
+        records: Mutex<HashMap<i32, Vec<KeyValue>>>,
     }
 
     impl OffsetsLog for MemLog {
-        fn append(
-            &self,
-            partition: i32,
-            records: &[(Bytes, Option<Bytes>)],
-        ) -> Result<(), ResponseError> {
+        fn append(&self, partition: i32, records: &[KeyValue]) -> Result<(), ResponseError> {
             lock(&self.records)
                 .entry(partition)
                 .or_default()
                 .extend_from_slice(records);
             Ok(())
         }
-        fn read_all(&self, partition: i32) -> Result<Vec<(Bytes, Option<Bytes>)>, ResponseError> {
+        fn read_all(&self, partition: i32) -> Result<Vec<KeyValue>, ResponseError> {
             Ok(lock(&self.records)
                 .get(&partition)
                 .cloned()

@@ -1,12 +1,11 @@
 //! `__consumer_offsets` as the coordinator sees it: the hosted partitions of that topic,
 //! written as record batches and read back whole when a partition is loaded.
 
-use bytes::Bytes;
 use sluice_protocol::ResponseError;
 use sluice_storage::{BatchBuilder, BatchIter};
 
 use super::offsets_topic::OFFSETS_TOPIC;
-use super::OffsetsLog;
+use super::{KeyValue, OffsetsLog};
 use crate::broker::now_ms;
 use crate::errors::storage_error_code;
 use crate::replica_manager::ReplicaManager;
@@ -15,11 +14,7 @@ use crate::replica_manager::ReplicaManager;
 const LOAD_READ_BYTES: usize = 1 << 20;
 
 impl OffsetsLog for ReplicaManager {
-    fn append(
-        &self,
-        partition: i32,
-        records: &[(Bytes, Option<Bytes>)],
-    ) -> Result<(), ResponseError> {
+    fn append(&self, partition: i32, records: &[KeyValue]) -> Result<(), ResponseError> {
         let p = self
             .get(OFFSETS_TOPIC, partition)
             .ok_or(ResponseError::NotCoordinator)?;
@@ -37,7 +32,7 @@ impl OffsetsLog for ReplicaManager {
         }
     }
 
-    fn read_all(&self, partition: i32) -> Result<Vec<(Bytes, Option<Bytes>)>, ResponseError> {
+    fn read_all(&self, partition: i32) -> Result<Vec<KeyValue>, ResponseError> {
         let p = self
             .get(OFFSETS_TOPIC, partition)
             .ok_or(ResponseError::NotCoordinator)?;

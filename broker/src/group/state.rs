@@ -92,7 +92,7 @@ pub struct JoinResult {
 }
 
 impl JoinResult {
-    fn error(e: ResponseError, member_id: &str) -> JoinResult {
+    pub fn error(e: ResponseError, member_id: &str) -> JoinResult {
         JoinResult {
             error: Some(e),
             generation: -1,
@@ -115,7 +115,7 @@ pub struct SyncResult {
 }
 
 impl SyncResult {
-    fn error(e: ResponseError) -> SyncResult {
+    pub fn error(e: ResponseError) -> SyncResult {
         SyncResult {
             error: Some(e),
             protocol_type: None,
@@ -729,6 +729,7 @@ impl Group {
         }
     }
 
+    #[allow(clippy::too_many_arguments)]
     /// SyncGroup. Returns the reply and whether the group's assignment was just settled
     /// (the coordinator then persists the group).
     pub fn sync(

@@ -1,6 +1,7 @@
 //! One file per Kafka API, named after it. A handler turns a typed request into a typed
 //! response; this module routes a decoded request to its handler.
 
+use std::net::SocketAddr;
 use std::sync::Arc;
 
 use sluice_protocol::{Request, RequestHeader, Response, ResponseError};
@@ -13,16 +14,27 @@ mod alter_configs;
 mod api_versions;
 mod create_partitions;
 mod create_topics;
+mod delete_groups;
 mod delete_records;
 mod delete_topics;
 mod describe_cluster;
 mod describe_configs;
+mod describe_groups;
 mod fetch;
+mod find_coordinator;
+mod heartbeat;
 mod incremental_alter_configs;
+mod join_group;
+mod leave_group;
+mod list_groups;
 mod list_offsets;
 mod metadata;
+mod offset_commit;
+mod offset_delete;
+mod offset_fetch;
 mod offset_for_leader_epoch;
 mod produce;
+mod sync_group;
 
 /// What the connection does after a request.
 pub enum Outcome {
@@ -36,7 +48,12 @@ pub enum Outcome {
 }
 
 /// Handles one request.
-pub async fn handle(broker: &Arc<Broker>, header: &RequestHeader, request: Request) -> Outcome {
+pub async fn handle(
+    broker: &Arc<Broker>,
+    header: &RequestHeader,
+    peer: SocketAddr,
+    request: Request,
+) -> Outcome {
     let v = header.api_version;
     let response = match request {
         Request::ApiVersions(r) => {
@@ -80,6 +97,23 @@ pub async fn handle(broker: &Arc<Broker>, header: &RequestHeader, request: Reque
         Request::OffsetForLeaderEpoch(r) => {
             Response::OffsetForLeaderEpoch(offset_for_leader_epoch::handle(broker, r))
         }
+        Request::FindCoordinator(r) => {
+            Response::FindCoordinator(find_coordinator::handle(broker, v, r).await)
+        }
+        Request::JoinGroup(r) => {
+            Response::JoinGroup(join_group::handle(broker, header, peer, r).await)
+        }
+        Request::SyncGroup(r) => Response::SyncGroup(sync_group::handle(broker, v, r).await),
+        Request::Heartbeat(r) => Response::Heartbeat(heartbeat::handle(broker, r)),
+        Request::LeaveGroup(r) => Response::LeaveGroup(leave_group::handle(broker, v, r)),
+        Request::OffsetCommit(r) => Response::OffsetCommit(offset_commit::handle(broker, r)),
+        Request::OffsetFetch(r) => Response::OffsetFetch(offset_fetch::handle(broker, v, r)),
+        Request::DescribeGroups(r) => {
+            Response::DescribeGroups(describe_groups::handle(broker, v, r))
+        }
+        Request::ListGroups(r) => Response::ListGroups(list_groups::handle(broker, v, r)),
+        Request::DeleteGroups(r) => Response::DeleteGroups(delete_groups::handle(broker, r)),
+        Request::OffsetDelete(r) => Response::OffsetDelete(offset_delete::handle(broker, r)),
     };
     Outcome::Respond(response, v)
 }
