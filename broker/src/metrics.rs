@@ -4,8 +4,13 @@
 //! `sluice_request_errors_total{api,error}`, `sluice_bytes_in_total{topic}`,
 //! `sluice_bytes_out_total{topic}`, `sluice_messages_in_total{topic}`, `sluice_connections`,
 //! and per partition `sluice_partition_log_end_offset`, `sluice_partition_log_start_offset`,
-//! `sluice_partition_high_watermark`, `sluice_partition_size_bytes`
-//! (labels `topic`, `partition`), refreshed when scraped.
+//! `sluice_partition_high_watermark`, `sluice_partition_size_bytes` (labels `topic`,
+//! `partition`). For consumer lag, kafka-exporter's names: `kafka_consumergroup_lag`,
+//! `kafka_consumergroup_current_offset` (labels `consumergroup`, `topic`, `partition`),
+//! `kafka_topic_partition_current_offset`, `kafka_topic_partition_oldest_offset`. Gauges
+//! are computed from live state at each scrape.
+
+use std::fmt::Write;
 
 use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
 use sluice_protocol::{Response, ResponseError};
@@ -30,24 +35,107 @@ pub fn install_recorder() -> Option<PrometheusHandle> {
     Some(handle)
 }
 
-/// Renders the Prometheus text, refreshing partition gauges first.
+/// Renders the Prometheus text: the recorder's counters and histograms, then gauges of
+/// partitions and consumer groups computed from live state (so a deleted topic or group
+/// leaves no stale series behind).
 pub fn render(broker: &Broker) -> String {
-    for p in broker.replicas.all() {
-        let labels = [
-            ("topic", p.topic.to_string()),
-            ("partition", p.index.to_string()),
-        ];
-        let log = p.log();
-        metrics::gauge!("sluice_partition_log_end_offset", &labels)
-            .set(log.log_end_offset() as f64);
-        metrics::gauge!("sluice_partition_log_start_offset", &labels)
-            .set(log.log_start_offset() as f64);
-        metrics::gauge!("sluice_partition_high_watermark", &labels).set(p.high_watermark() as f64);
-        metrics::gauge!("sluice_partition_size_bytes", &labels).set(log.size_bytes() as f64);
-    }
-    match broker.prometheus() {
+    let mut out = match broker.prometheus() {
         Some(handle) => handle.render(),
         None => String::new(),
+    };
+    render_partitions(broker, &mut out);
+    render_consumer_lag(broker, &mut out);
+    out
+}
+
+fn escape(label: &str) -> String {
+    label
+        .replace('\\', "\\\\")
+        .replace('"', "\\\"")
+        .replace('\n', "\\n")
+}
+
+fn family(out: &mut String, name: &str, help: &str) {
+    let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} gauge");
+}
+
+fn render_partitions(broker: &Broker, out: &mut String) {
+    let mut partitions = broker.replicas.all();
+    partitions.sort_by(|a, b| (&a.topic, a.index).cmp(&(&b.topic, b.index)));
+    let gauges: [(&str, &str, fn(&crate::partition::Partition) -> i64); 6] = [
+        (
+            "sluice_partition_log_end_offset",
+            "Next offset to be written.",
+            |p| p.log().log_end_offset(),
+        ),
+        (
+            "sluice_partition_log_start_offset",
+            "First offset still in the log.",
+            |p| p.log().log_start_offset(),
+        ),
+        (
+            "sluice_partition_high_watermark",
+            "Offsets below it are committed and readable.",
+            |p| p.high_watermark(),
+        ),
+        (
+            "sluice_partition_size_bytes",
+            "Bytes of the partition's log on disk.",
+            |p| p.log().size_bytes() as i64,
+        ),
+        // kafka-exporter's names, so dashboards and autoscalers built for it work unchanged.
+        (
+            "kafka_topic_partition_current_offset",
+            "Latest (high watermark) offset of a partition.",
+            |p| p.high_watermark(),
+        ),
+        (
+            "kafka_topic_partition_oldest_offset",
+            "Oldest offset of a partition.",
+            |p| p.log().log_start_offset(),
+        ),
+    ];
+    for (name, help, value) in gauges {
+        family(out, name, help);
+        for p in &partitions {
+            let _ = writeln!(
+                out,
+                "{name}{{topic=\"{}\",partition=\"{}\"}} {}",
+                escape(&p.topic),
+                p.index,
+                value(p)
+            );
+        }
+    }
+}
+
+fn render_consumer_lag(broker: &Broker, out: &mut String) {
+    let mut committed = broker.groups.committed_offsets();
+    committed.sort();
+    family(
+        out,
+        "kafka_consumergroup_current_offset",
+        "Committed offset of a consumer group on a partition.",
+    );
+    for (g, t, p, offset) in &committed {
+        let _ = writeln!(out, "kafka_consumergroup_current_offset{{consumergroup=\"{}\",topic=\"{}\",partition=\"{p}\"}} {offset}", escape(g), escape(t));
+    }
+    family(
+        out,
+        "kafka_consumergroup_lag",
+        "Latest offset minus the committed offset of a consumer group on a partition.",
+    );
+    for (g, t, p, offset) in &committed {
+        let Some(partition) = broker.replicas.get(t, *p) else {
+            continue;
+        };
+        let lag = (partition.high_watermark() - offset).max(0);
+        let _ = writeln!(
+            out,
+            "kafka_consumergroup_lag{{consumergroup=\"{}\",topic=\"{}\",partition=\"{p}\"}} {lag}",
+            escape(g),
+            escape(t)
+        );
     }
 }
 
