@@ -34,6 +34,14 @@
 //! - `identity.rs`: node id and cluster id under `<data_dir>/metadata/`.
 //! - `node.rs`: the running node: startup, leader-side execution, forwarding, sessions.
 //!
+//! # Observers
+//!
+//! A node started with `voters` configured but whose `node_id` is not among them is an
+//! observer (KRaft's broker-only role): it asks the voters to add it as a Raft learner,
+//! receives committed entries (or a snapshot when it is far behind), builds the same images,
+//! never votes, and forwards its controller requests to the leader. Its `controller_listen`
+//! must be an address the voters can reach (it is what they dial).
+//!
 //! # Membership
 //!
 //! Start every voter with the same static voter list (`voters`) and exactly one of them with
@@ -59,9 +67,9 @@
 //! # Known limits
 //!
 //! openraft 0.9 has no pre-vote: a voter cut off for a while raises its term, and when it
-//! comes back the leader steps down once (a new election, ~1-2 s). Brokers that are not
-//! voters (observers fetching committed records) are not built yet: every `MetadataNode` is
-//! a voter.
+//! comes back the leader steps down once (a new election, ~1-2 s). Observers receive the
+//! log pushed by the leader (Raft learners), not by a long-poll fetch; an observer that
+//! goes away for good stays in the membership as a learner the leader keeps retrying.
 
 mod controller;
 mod identity;

@@ -87,6 +87,11 @@ pub(crate) enum ControllerRequest {
         broker_id: i32,
         broker_epoch: i64,
     },
+    /// An observer asks to receive the metadata log (it becomes a Raft learner).
+    AddObserver {
+        node_id: i32,
+        controller_addr: String,
+    },
     /// Membership: add a voter (it catches up as a learner first) or remove one.
     AddVoter {
         node_id: i32,
@@ -161,16 +166,19 @@ impl NodeInner {
                 config.node_id
             )));
         }
-        if !local && !config.voters.contains_key(&config.node_id) {
+        // A node with voters configured but not among them is an observer: a Raft learner
+        // that receives committed metadata and forwards controller requests.
+        let observer = !local && !config.voters.contains_key(&config.node_id);
+        if observer && config.bootstrap {
             return Err(ControllerError::Internal(format!(
-                "node {} is not in the configured voters {:?}",
+                "node {} is not among the voters {:?} and so cannot bootstrap",
                 config.node_id,
                 config.voters.keys().collect::<Vec<_>>()
             )));
         }
         if !local && config.controller_listen.is_none() {
             return Err(ControllerError::Internal(
-                "a voter needs a controller listener".into(),
+                "a voter or observer needs a controller listener".into(),
             ));
         }
         let may_bootstrap = local || config.bootstrap;
@@ -261,6 +269,15 @@ impl NodeInner {
         }
         node.spawn(watch_leader(node.clone()));
         node.spawn(tick_loop(node.clone()));
+        if observer {
+            if let Some(addr) = config.controller_listen {
+                node.spawn(join_as_observer(
+                    node.clone(),
+                    config.voters.clone(),
+                    addr.to_string(),
+                ));
+            }
+        }
 
         if let Err(e) = node.bootstrap_if_asked(&config).await {
             node.shutdown().await;
@@ -715,6 +732,29 @@ impl NodeInner {
                     }
                 }
             }
+            Rq::AddObserver {
+                node_id,
+                controller_addr,
+            } => {
+                let id = raft_id(*node_id);
+                let known = {
+                    let m = self.raft.metrics();
+                    let m = m.borrow();
+                    m.membership_config.membership().get_node(&id).is_some()
+                };
+                if known {
+                    Rs::Done(Ok(()))
+                } else {
+                    let node = BasicNode {
+                        addr: controller_addr.clone(),
+                    };
+                    // Not blocking: the learner catches up in the background.
+                    let added = self.raft.add_learner(id, node, false);
+                    Rs::Done(membership_result(
+                        tokio::time::timeout(REQUEST_TIMEOUT, added).await,
+                    )?)
+                }
+            }
             Rq::AddVoter {
                 node_id,
                 controller_addr,
@@ -842,6 +882,45 @@ fn membership_result(r: MembershipWrite) -> Result<Result<(), ControllerError>, 
             ControllerError::InvalidConfig(format!("membership change refused: {e}")),
         )),
         Ok(Err(e)) => Err(internal(e)),
+    }
+}
+
+/// An observer asks the voters, one after another, to add it as a learner until the leader
+/// has (or its own log already lists it, after a restart).
+async fn join_as_observer(
+    node: Arc<NodeInner>,
+    voters: BTreeMap<i32, std::net::SocketAddr>,
+    addr: String,
+) {
+    let me = raft_id(node.node_id);
+    loop {
+        let known = {
+            let m = node.raft.metrics();
+            let m = m.borrow();
+            m.membership_config.membership().get_node(&me).is_some()
+        };
+        if known {
+            return;
+        }
+        for voter in voters.keys() {
+            let req = ControllerRequest::AddObserver {
+                node_id: node.node_id,
+                controller_addr: addr.clone(),
+            };
+            match node
+                .peers
+                .forward(raft_id(*voter), None, req, Duration::from_secs(2))
+                .await
+            {
+                Ok(ControllerResponse::Done(Ok(()))) => {
+                    tracing::info!(leader = voter, "joined the metadata quorum as an observer");
+                    return;
+                }
+                Ok(other) => tracing::debug!(voter, response = ?other, "observer join refused"),
+                Err(e) => tracing::debug!(voter, error = %e, "observer join failed"),
+            }
+        }
+        tokio::time::sleep(Duration::from_millis(500)).await;
     }
 }
 

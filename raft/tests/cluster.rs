@@ -206,3 +206,71 @@ async fn voters_can_be_added_and_removed() {
         c.nodes[&id].shutdown().await.unwrap();
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn observer_receives_metadata_and_forwards_requests() {
+    let c = Cluster::start().await;
+    let leader = c.agreed_leader(&IDS, Duration::from_secs(10)).await;
+    live_broker(&c.nodes[&leader], 10).await;
+    c.nodes[&leader]
+        .create_topics(vec![topic("a")], false)
+        .await[0]
+        .clone()
+        .unwrap();
+
+    // Node 10 is not among the voters: it joins as an observer (a Raft learner).
+    let dir = tempfile::tempdir().unwrap();
+    let config = sluice_raft::MetadataConfig {
+        node_id: 10,
+        data_dir: dir.path().to_path_buf(),
+        controller_listen: Some(common::free_port()),
+        voters: c.listen.clone(),
+        bootstrap: false,
+        default_num_partitions: 1,
+        default_replication_factor: 1,
+        broker_session_timeout: Duration::from_secs(30),
+    };
+    let observer = sluice_raft::MetadataNode::start(config.clone())
+        .await
+        .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while !observer.image().topics.contains_key("a") || observer.image().controller_id.is_none() {
+        assert!(
+            Instant::now() < deadline,
+            "the observer never received the metadata"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert_eq!(observer.image().controller_id, Some(leader));
+    assert!(!observer.quorum_status().is_leader);
+    // Its controller requests go to the leader.
+    observer
+        .create_topics(vec![topic("from-observer")], false)
+        .await[0]
+        .clone()
+        .unwrap();
+    for id in IDS {
+        c.sees_topic(id, "from-observer", Duration::from_secs(5))
+            .await;
+    }
+    // Without the observer the voters go on; it restarts and catches up.
+    observer.shutdown().await.unwrap();
+    c.nodes[&leader]
+        .create_topics(vec![topic("while-away")], false)
+        .await[0]
+        .clone()
+        .unwrap();
+    let observer = sluice_raft::MetadataNode::start(config).await.unwrap();
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while !observer.image().topics.contains_key("while-away") {
+        assert!(
+            Instant::now() < deadline,
+            "the observer did not catch up after restart"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    observer.shutdown().await.unwrap();
+    for id in IDS {
+        c.nodes[&id].shutdown().await.unwrap();
+    }
+}
