@@ -51,6 +51,7 @@ pub use batch::{
     set_base_offset, set_partition_leader_epoch, BatchIter, Compression, RecordBatch, HEADER_SIZE,
     LOG_OVERHEAD, MAGIC_V2,
 };
+pub use compaction::{CompactionStats, DEFAULT_MAX_MAP_ENTRIES};
 pub use config::{CleanupPolicy, FlushPolicy, LogConfig, TimestampType};
 pub use error::StorageError;
 pub use log::{AppendInfo, Log, ReadInfo, TimestampOffset, DEFAULT_MAX_OPEN_SEGMENTS};
