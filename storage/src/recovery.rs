@@ -227,13 +227,14 @@ pub(crate) fn load(
         }
         recovery_point = log_end;
     }
-    checkpoint::write_offsets(
-        dir,
-        LogOffsets {
-            recovery_point,
-            log_start,
-        },
-    )?;
+    let now = LogOffsets {
+        recovery_point,
+        log_start,
+    };
+    // A clean open with an unchanged checkpoint skips its three fsyncs.
+    if offsets != Some(now) {
+        checkpoint::write_offsets(dir, now)?;
+    }
     if clean {
         std::fs::remove_file(&marker)?;
         checkpoint::sync_dir(dir)?;
