@@ -20,6 +20,9 @@ use crate::error::StorageError;
 use crate::index::{OffsetIndex, TimeIndex};
 
 pub(crate) const LOG_SUFFIX: &str = "log";
+/// Entry spacing when an old segment's index is rebuilt on first use (Kafka's default
+/// `index.interval.bytes`; the segment's own config is not at hand there).
+const REBUILD_INDEX_INTERVAL_BYTES: u64 = 4096;
 pub(crate) const INDEX_SUFFIX: &str = "index";
 pub(crate) const TIME_INDEX_SUFFIX: &str = "timeindex";
 
@@ -270,19 +273,10 @@ impl Segment {
                 && (size <= 16 * 1024 || !read(&h.index).is_empty());
             if !sane {
                 tracing::warn!(segment = %self.path(LOG_SUFFIX).display(), "index failed its sanity check; rebuilding");
-                rebuild_indexes(
-                    &h,
-                    self.base_offset,
-                    size,
-                    self.index_interval_for_rebuild(),
-                )?;
+                rebuild_indexes(&h, self.base_offset, size, REBUILD_INDEX_INTERVAL_BYTES)?;
             }
         }
         Ok(h)
-    }
-
-    fn index_interval_for_rebuild(&self) -> u64 {
-        4096
     }
 
     fn close_handles_if_unpinned(&self) {
