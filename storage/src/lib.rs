@@ -4,7 +4,14 @@
 //! replica in `<data_dir>/<topic>-<partition>/`, the way Kafka lays them out: segment files
 //! named by their 20-digit base offset (`.log`), a sparse offset index (`.index`) and time
 //! index (`.timeindex`) beside each, memory-mapped; a `leader-epoch-checkpoint`; producer
-//! snapshots; a recovery-point / log-start checkpoint and a clean-shutdown marker.
+//! snapshots (`<offset>.snapshot`); `log-offsets-checkpoint` (recovery point and log start
+//! offset) and a `.clean-shutdown` marker. A directory of another shape (say `metadata/`) is
+//! not a log.
+//!
+//! Durability: appends go to the page cache through `write`; the flush policy decides when
+//! they are fsynced (`Always` shares fsyncs between concurrent appenders). After a crash,
+//! only segments from the recovery point on are scanned: each batch's CRC and offsets are
+//! checked and the log is cut at the first bad one. After a clean close nothing is scanned.
 //!
 //! A client's batch is stored as the client sent it: the leader only rewrites the base
 //! offset and partition leader epoch in the header (neither is under the CRC) — and for
