@@ -34,11 +34,13 @@ pub(crate) fn sync_dir(dir: &Path) -> Result<(), StorageError> {
     Ok(())
 }
 
-/// Recovery point (everything below is known flushed) and log start offset.
+/// Recovery point (everything below is known flushed), log start offset, and the
+/// compaction progress (offsets below `first_dirty` were compacted at least once).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) struct LogOffsets {
     pub recovery_point: i64,
     pub log_start: i64,
+    pub first_dirty: i64,
 }
 
 pub(crate) fn read_offsets(dir: &Path) -> Result<Option<LogOffsets>, StorageError> {
@@ -64,15 +66,22 @@ pub(crate) fn read_offsets(dir: &Path) -> Result<Option<LogOffsets>, StorageErro
         .map(|s| s.parse::<i64>());
     let recovery_point = nums.next().ok_or_else(bad)?.map_err(|_| bad())?;
     let log_start = nums.next().ok_or_else(bad)?.map_err(|_| bad())?;
+    // Optional: older files had two numbers.
+    let first_dirty = nums.next().transpose().map_err(|_| bad())?.unwrap_or(0);
     Ok(Some(LogOffsets {
         recovery_point,
         log_start,
+        first_dirty,
     }))
 }
 
 pub(crate) fn write_offsets(dir: &Path, o: LogOffsets) -> Result<(), StorageError> {
     write_atomic(
         &dir.join(OFFSETS_FILE),
-        format!("0\n{} {}\n", o.recovery_point, o.log_start).as_bytes(),
+        format!(
+            "0\n{} {} {}\n",
+            o.recovery_point, o.log_start, o.first_dirty
+        )
+        .as_bytes(),
     )
 }

@@ -60,6 +60,16 @@ impl Default for CleanerState {
 }
 
 impl CleanerState {
+    pub fn starting_at(first_dirty: i64) -> CleanerState {
+        let s = CleanerState::default();
+        s.first_dirty.store(first_dirty, Ordering::Release);
+        s
+    }
+
+    pub fn first_dirty(&self) -> i64 {
+        self.first_dirty.load(Ordering::Acquire)
+    }
+
     /// The log was truncated to `end`: nothing above it counts as cleaned.
     pub fn clamp(&self, end: i64) {
         self.first_dirty.fetch_min(end, Ordering::AcqRel);
@@ -235,6 +245,8 @@ impl Log {
             self.clean_group(&group, &ctx, cfg, &mut stats)?;
         }
         self.cleaner.first_dirty.store(map_end, Ordering::Release);
+        // Progress survives a restart, so the next round does not re-read the cleaned part.
+        self.write_checkpoint()?;
         tracing::info!(
             dir = %self.dir.display(),
             first_dirty,
@@ -603,6 +615,37 @@ mod tests {
             .last_offset()
                 >= 1
         );
+    }
+
+    #[test]
+    fn compaction_progress_survives_a_restart() {
+        let dir = tempfile::tempdir().unwrap();
+        let now = crate::log::now_ms();
+        {
+            let log = Log::open(dir.path().to_path_buf(), cfg()).unwrap();
+            for i in 0..60 {
+                append_kv(
+                    &log,
+                    &[(i % 5, Some("value-value-value"))],
+                    now,
+                    Compression::None,
+                );
+            }
+            assert!(log.compact_now(now).unwrap().is_some());
+            assert!(
+                log.compact_now(now).unwrap().is_none(),
+                "nothing dirty left"
+            );
+            log.close().unwrap();
+        }
+        let log = Log::open(dir.path().to_path_buf(), cfg()).unwrap();
+        assert!(
+            log.compact_now(now).unwrap().is_none(),
+            "the cleaned part is not cleaned again"
+        );
+        // A truncation below the progress makes that part dirty again.
+        log.truncate_to(10).unwrap();
+        assert!(log.cleaner.first_dirty() <= 10);
     }
 
     #[test]

@@ -193,7 +193,7 @@ impl Log {
             durable_end: Mutex::new(loaded.recovery_point),
             high_watermark: AtomicI64::new(i64::MAX),
             cache,
-            cleaner: Default::default(),
+            cleaner: crate::compaction::CleanerState::starting_at(loaded.first_dirty),
         })
     }
 
@@ -845,6 +845,7 @@ impl Log {
             LogOffsets {
                 recovery_point: self.recovery_point.load(Ordering::Acquire),
                 log_start: self.log_start_offset(),
+                first_dirty: self.cleaner.first_dirty(),
             },
         )
     }

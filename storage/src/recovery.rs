@@ -45,6 +45,7 @@ pub(crate) struct Loaded {
     pub log_start: i64,
     pub log_end: i64,
     pub recovery_point: i64,
+    pub first_dirty: i64,
 }
 
 fn parse_base(name: &str, suffix: &str) -> Option<i64> {
@@ -227,9 +228,11 @@ pub(crate) fn load(
         }
         recovery_point = log_end;
     }
+    let first_dirty = offsets.map_or(0, |o| o.first_dirty).min(log_end);
     let now = LogOffsets {
         recovery_point,
         log_start,
+        first_dirty,
     };
     // A clean open with an unchanged checkpoint skips its three fsyncs.
     if offsets != Some(now) {
@@ -247,6 +250,7 @@ pub(crate) fn load(
         log_start,
         log_end,
         recovery_point,
+        first_dirty,
     })
 }
 
