@@ -230,7 +230,17 @@ impl Log {
             let mut group = vec![to_clean[i].clone()];
             let mut bytes = to_clean[i].size();
             i += 1;
-            while i < to_clean.len() && bytes + to_clean[i].size() <= max_group_bytes {
+            // The group's offsets must stay within a u32 of its base (index entries are
+            // relative); the next segment's base bounds the candidate's offsets.
+            let end_of = |j: usize| {
+                segs.iter()
+                    .find(|n| n.base_offset > to_clean[j].base_offset)
+                    .map_or(i64::MAX, |n| n.base_offset)
+            };
+            while i < to_clean.len()
+                && bytes + to_clean[i].size() <= max_group_bytes
+                && end_of(i).saturating_sub(group[0].base_offset) <= i32::MAX as i64
+            {
                 bytes += to_clean[i].size();
                 group.push(to_clean[i].clone());
                 i += 1;
