@@ -89,6 +89,9 @@ pub struct JoinResult {
     pub member_id: String,
     /// Only for the leader: (member id, instance id, metadata for the chosen protocol).
     pub members: Vec<(String, Option<String>, Bytes)>,
+    /// JoinGroup v9 (KIP-814): a static leader that rejoined a Stable group must not
+    /// compute a new assignment.
+    pub skip_assignment: bool,
 }
 
 impl JoinResult {
@@ -101,6 +104,7 @@ impl JoinResult {
             leader: String::new(),
             member_id: member_id.to_string(),
             members: Vec::new(),
+            skip_assignment: false,
         }
     }
 }
@@ -415,7 +419,6 @@ impl Group {
         if let Some(w) = old.sync_waiter.take() {
             let _ = w.send(SyncResult::error(ResponseError::FencedInstanceId));
         }
-        let unchanged = old.same_protocols(&args.protocols);
         let was_leader = self.leader.as_deref() == Some(old_id.as_str());
         old.id = new_id.clone();
         old.protocols = args.protocols.clone();
@@ -436,9 +439,14 @@ impl Group {
         if let Some(iid) = &args.instance_id {
             self.static_members.insert(iid.clone(), new_id.clone());
         }
+        // Kafka compares the protocol the group would select, not the metadata bytes:
+        // a restarted member's subscription differs (no owned partitions yet).
+        let same_protocol = self.select_protocol() == self.protocol_name;
         match self.state {
-            GroupState::Stable if unchanged && !was_leader => {
-                Reply::Now(self.join_result_for(&new_id, false))
+            GroupState::Stable if same_protocol => {
+                let mut result = self.join_result_for(&new_id, was_leader);
+                result.skip_assignment = was_leader;
+                Reply::Now(result)
             }
             GroupState::PreparingRebalance => self.park_join(&new_id),
             _ => {
@@ -682,6 +690,7 @@ impl Group {
             leader: self.leader.clone().unwrap_or_default(),
             member_id: member_id.to_string(),
             members,
+            skip_assignment: false,
         }
     }
 
@@ -1133,7 +1142,9 @@ mod tests {
         );
         assert_eq!(g.state, GroupState::Stable);
 
-        // The follower restarts: same instance id, no member id.
+        // The follower restarts: same instance id, no member id, and (as cooperative-sticky
+        // does) different subscription bytes: it owns no partitions yet.
+        follower.protocols = vec![("range".into(), Bytes::from_static(b"no owned partitions"))];
         let again = now_result(g.join(follower, &cfg(), now, 0));
         assert_eq!((again.error, again.generation), (None, 2));
         assert_ne!(again.member_id, jf.member_id);

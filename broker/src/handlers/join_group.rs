@@ -99,5 +99,6 @@ fn to_response(version: i16, r: JoinResult) -> JoinGroupResponse {
         .with_protocol_name(protocol_name)
         .with_leader(str_bytes(r.leader))
         .with_member_id(str_bytes(r.member_id))
+        .with_skip_assignment(version >= 9 && r.skip_assignment)
         .with_members(members)
 }
