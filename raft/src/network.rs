@@ -359,6 +359,9 @@ async fn serve_connection(
         let raft = node.raft();
         let resp = match req {
             Request::AppendEntries(r) => Response::AppendEntries(raft.append_entries(r).await),
+            Request::Vote(r) if node.refuses_vote(&r) => {
+                Response::Vote(Ok(VoteResponse::new(node.current_vote(), None, false)))
+            }
             Request::Vote(r) => Response::Vote(raft.vote(r).await),
             Request::InstallSnapshot(r) => {
                 Response::InstallSnapshot(raft.install_snapshot(r).await)

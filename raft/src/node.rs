@@ -137,6 +137,8 @@ pub(crate) struct NodeInner {
     peers: PeerBook,
     tasks: Mutex<Vec<JoinHandle<()>>>,
     stopped: AtomicBool,
+    /// Set until this node's log holds an entry, when it started as a fresh voter.
+    fresh_voter: AtomicBool,
 }
 
 fn internal(e: impl std::fmt::Display) -> ControllerError {
@@ -187,7 +189,12 @@ impl NodeInner {
         std::fs::create_dir_all(&meta_dir).map_err(internal)?;
         crate::storage_util::sync_dir(&config.data_dir).map_err(internal)?;
         let log_dir = meta_dir.join("log");
-        let identity = match identity::load(&meta_dir).map_err(internal)? {
+        let loaded = identity::load(&meta_dir).map_err(internal)?;
+        // A voter starting on a data dir it has never seen, without bootstrapping: either a
+        // new cluster forming or a voter whose disk was wiped. It must not hand out votes it
+        // may already have given before the wipe (see `refuses_vote`).
+        let fresh_voter = loaded.is_none() && !local && !observer && !config.bootstrap;
+        let identity = match loaded {
             Some(id) if id.node_id != config.node_id => {
                 return Err(ControllerError::Internal(format!(
                     "{} belongs to node {}, not node {}",
@@ -262,6 +269,7 @@ impl NodeInner {
             peers,
             tasks: Mutex::new(Vec::new()),
             stopped: AtomicBool::new(false),
+            fresh_voter: AtomicBool::new(fresh_voter),
         });
 
         if let Some(listener) = listener {
@@ -496,6 +504,41 @@ impl NodeInner {
             }
             let _ = tokio::time::timeout(deadline - now, metrics.changed()).await;
         }
+    }
+
+    /// A fresh voter (empty log, no identity on disk) only votes for candidates of a cluster
+    /// that is still forming (their log holds at most the initial membership, index 0).
+    /// A candidate with a longer log belongs to an established cluster, in which this node id
+    /// may have voted before its disk was wiped; voting again could elect two leaders in one
+    /// term. Such a node counts as lost until a leader has replicated entries to it.
+    pub fn refuses_vote(&self, req: &openraft::raft::VoteRequest<NodeId>) -> bool {
+        if !self.fresh_voter.load(Ordering::SeqCst) {
+            return false;
+        }
+        if self
+            .raft
+            .metrics()
+            .borrow()
+            .last_log_index
+            .is_some_and(|i| i > 0)
+        {
+            self.fresh_voter.store(false, Ordering::SeqCst);
+            return false;
+        }
+        let refuse = req.last_log_id.is_some_and(|l| l.index > 0);
+        if refuse {
+            tracing::warn!(
+                candidate = %req.vote,
+                "refusing a vote: this voter's log is empty but the candidate's cluster is established \
+                 (was this node's data dir wiped? give it a new node id and use add_voter)"
+            );
+        }
+        refuse
+    }
+
+    /// This node's current vote (what a refused vote request is answered with).
+    pub fn current_vote(&self) -> openraft::Vote<NodeId> {
+        self.raft.metrics().borrow().vote
     }
 
     /// Runs a controller request wherever the leader is: here, or forwarded to it. Retries

@@ -274,3 +274,53 @@ async fn observer_receives_metadata_and_forwards_requests() {
         c.nodes[&id].shutdown().await.unwrap();
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_wiped_voter_counts_as_lost_until_it_has_a_log() {
+    let mut c = Cluster::start().await;
+    let leader = c.agreed_leader(&IDS, Duration::from_secs(10)).await;
+    live_broker(&c.nodes[&leader], 10).await;
+    c.nodes[&leader]
+        .create_topics(vec![topic("kept")], false)
+        .await[0]
+        .clone()
+        .unwrap();
+    for id in IDS {
+        c.sees_topic(id, "kept", Duration::from_secs(5)).await;
+    }
+    let mut followers = IDS.into_iter().filter(|id| *id != leader);
+    let (wiped, other) = (followers.next().unwrap(), followers.next().unwrap());
+
+    // The wiped node comes back with the same id and an empty disk, unreachable from the
+    // leader; then the leader dies. The survivor must not win the wiped node's vote: with
+    // one voter lost and one wiped, there is no quorum.
+    c.kill(wiped).await;
+    std::fs::remove_dir_all(c.dirs[&wiped].path().join("metadata")).unwrap();
+    for (from, to) in [(leader, wiped), (wiped, leader)] {
+        c.proxies[&(from, to)].set_enabled(false);
+    }
+    c.restart(wiped).await;
+    c.kill(leader).await;
+    tokio::time::sleep(Duration::from_secs(4)).await;
+    for id in [wiped, other] {
+        let status = c.nodes[&id].quorum_status();
+        assert!(
+            !status.is_leader,
+            "node {id} became leader without a real quorum: {status:?}"
+        );
+    }
+
+    // The old leader returns: the quorum is back and the wiped node catches up.
+    for (from, to) in [(leader, wiped), (wiped, leader)] {
+        c.proxies[&(from, to)].set_enabled(true);
+    }
+    c.restart(leader).await;
+    c.sees_topic(wiped, "kept", Duration::from_secs(15)).await;
+    let r = c.nodes[&wiped]
+        .create_topics(vec![topic("after")], false)
+        .await;
+    r[0].clone().unwrap();
+    for id in IDS {
+        c.nodes[&id].shutdown().await.unwrap();
+    }
+}
