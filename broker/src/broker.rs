@@ -38,6 +38,8 @@ pub struct Broker {
     pub metadata: MetadataNode,
     pub replicas: ReplicaManager,
     pub groups: GroupCoordinator,
+    /// The unused part of the producer-id block this broker holds: [next, end).
+    producer_ids: tokio::sync::Mutex<std::ops::Range<i64>>,
     broker_epoch: std::sync::atomic::AtomicI64,
     ready: AtomicBool,
     shutdown_tx: watch::Sender<bool>,
@@ -95,6 +97,7 @@ impl Broker {
         let broker = Arc::new(Broker {
             replicas,
             groups: GroupCoordinator::new(config.groups.clone()),
+            producer_ids: tokio::sync::Mutex::new(0..0),
             metadata,
             broker_epoch: std::sync::atomic::AtomicI64::new(-1),
             ready: AtomicBool::new(false),
@@ -185,6 +188,23 @@ impl Broker {
                 tracing::error!(partition = p.partition, error = ?e, "could not load consumer groups");
             }
         }
+    }
+
+    /// A fresh producer id for an idempotent producer, from this broker's block (a new
+    /// block comes from the metadata quorum when it runs out).
+    pub async fn next_producer_id(&self) -> Result<i64, ControllerError> {
+        let mut ids = self.producer_ids.lock().await;
+        if ids.is_empty() {
+            let epoch = self.broker_epoch.load(Ordering::Acquire);
+            let block = self
+                .metadata
+                .allocate_producer_ids(self.config.node_id, epoch)
+                .await?;
+            *ids = block.first_producer_id..block.first_producer_id + i64::from(block.size);
+        }
+        let id = ids.start;
+        ids.start += 1;
+        Ok(id)
     }
 
     /// The current metadata image.

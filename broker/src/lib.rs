@@ -19,6 +19,7 @@ pub mod group;
 mod handlers;
 pub mod metrics;
 pub mod partition;
+pub mod producer_state;
 pub mod replica_manager;
 mod server;
 pub mod topic_config;

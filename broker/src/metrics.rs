@@ -62,7 +62,12 @@ fn family(out: &mut String, name: &str, help: &str) {
 fn render_partitions(broker: &Broker, out: &mut String) {
     let mut partitions = broker.replicas.all();
     partitions.sort_by(|a, b| (&a.topic, a.index).cmp(&(&b.topic, b.index)));
-    let gauges: [(&str, &str, fn(&crate::partition::Partition) -> i64); 6] = [
+    type Gauge = (
+        &'static str,
+        &'static str,
+        fn(&crate::partition::Partition) -> i64,
+    );
+    let gauges: [Gauge; 6] = [
         (
             "sluice_partition_log_end_offset",
             "Next offset to be written.",
@@ -196,6 +201,7 @@ pub fn count_response_errors(api: &'static str, response: &Response) {
             r.coordinators.iter().for_each(|c| count(api, c.error_code));
         }
         Response::JoinGroup(r) => count(api, r.error_code),
+        Response::InitProducerId(r) => count(api, r.error_code),
         Response::SyncGroup(r) => count(api, r.error_code),
         Response::Heartbeat(r) => count(api, r.error_code),
         Response::LeaveGroup(r) => {

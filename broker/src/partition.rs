@@ -8,11 +8,33 @@ use std::sync::atomic::{AtomicI64, Ordering};
 use std::sync::{Arc, Mutex, RwLock, Weak};
 
 use sluice_protocol::ResponseError;
-use sluice_storage::{AppendInfo, FlushPolicy, Log, ReadInfo, StorageError, TimestampOffset};
+use sluice_storage::{
+    AppendInfo, BatchIter, FlushPolicy, Log, ReadInfo, RecordBatch, StorageError, TimestampOffset,
+};
 use tokio::sync::Notify;
 use uuid::Uuid;
 
 use crate::errors::storage_error_code;
+use crate::producer_state::{Decision, ProducerBatch, ProducerState};
+
+/// A refused append: the error code and, where it helps the client, a message.
+#[derive(Debug, Clone, PartialEq)]
+pub struct AppendError {
+    pub code: ResponseError,
+    pub message: Option<String>,
+}
+
+impl From<ResponseError> for AppendError {
+    fn from(code: ResponseError) -> Self {
+        AppendError {
+            code,
+            message: None,
+        }
+    }
+}
+
+/// Bytes read per step when rebuilding producer state from the log.
+const REBUILD_READ_BYTES: usize = 1 << 20;
 
 /// What the metadata image says about this partition, as this broker last applied it.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -33,6 +55,9 @@ pub struct Partition {
     state: RwLock<LeaderState>,
     /// Offsets below it are committed (replicated to the ISR) and visible to consumers.
     high_watermark: AtomicI64,
+    /// Idempotent producers' sequences; appends hold this lock so a check and its write are
+    /// one step.
+    producers: Mutex<ProducerState>,
     /// Fetches parked until new data is committed; each is woken once. Weak, so a fetch
     /// that gave up leaves nothing behind once it is pruned.
     waiters: Mutex<Vec<Weak<Notify>>>,
@@ -47,11 +72,13 @@ impl Partition {
         log: Arc<Log>,
         state: LeaderState,
     ) -> Partition {
+        let producers = Mutex::new(rebuild_producer_state(&log, &topic, index));
         let partition = Partition {
             topic,
             topic_id,
             index,
             node_id,
+            producers,
             high_watermark: AtomicI64::new(log.log_start_offset()),
             log,
             state: RwLock::new(state),
@@ -112,19 +139,66 @@ impl Partition {
         }
     }
 
-    /// Leader append of one produce request's records for this partition.
+    /// Leader append of one produce request's records for this partition: exactly one
+    /// magic-v2 batch (Produce v3+). An idempotent producer's retry of a recent batch is
+    /// answered with the offsets it got the first time.
     pub fn append_as_leader(
         &self,
         records: &[u8],
         acks: i16,
         now_ms: i64,
-    ) -> Result<AppendInfo, ResponseError> {
+    ) -> Result<AppendInfo, AppendError> {
         let state = self.leader_state();
         if state.leader != self.node_id {
-            return Err(ResponseError::NotLeaderOrFollower);
+            return Err(ResponseError::NotLeaderOrFollower.into());
         }
         if acks == -1 && (state.isr.len() as i64) < state.min_insync_replicas {
-            return Err(ResponseError::NotEnoughReplicas);
+            return Err(ResponseError::NotEnoughReplicas.into());
+        }
+        let invalid = |why: String| AppendError {
+            code: ResponseError::InvalidRecord,
+            message: Some(why),
+        };
+        let batch = RecordBatch::new(records).map_err(|e| {
+            invalid(format!(
+                "a produce request must carry exactly one record batch: {e}"
+            ))
+        })?;
+        if batch.magic() != 2 {
+            return Err(invalid(format!(
+                "record batch magic {} is not supported; only magic 2",
+                batch.magic()
+            )));
+        }
+        if batch.is_transactional() {
+            // No transaction can have added this partition: transactions are not served.
+            return Err(AppendError {
+                code: ResponseError::InvalidTxnState,
+                message: Some(
+                    "transactional produce to a partition outside any transaction".into(),
+                ),
+            });
+        }
+        let producer = (batch.producer_id() >= 0).then(|| {
+            ProducerBatch::new(
+                batch.producer_id(),
+                batch.producer_epoch(),
+                batch.base_sequence(),
+                batch.last_offset_delta(),
+            )
+        });
+        let mut producers = self.producers.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(p) = &producer {
+            if let Decision::Duplicate(meta) = producers.check(p)? {
+                return Ok(AppendInfo {
+                    base_offset: meta.base_offset,
+                    last_offset: meta.last_offset,
+                    log_append_time_ms: -1,
+                    log_start_offset: self.log.log_start_offset(),
+                    record_count: 0,
+                    bytes: 0,
+                });
+            }
         }
         let append = || {
             self.log
@@ -137,9 +211,24 @@ impl Partition {
         } else {
             append()
         };
-        let info = result.map_err(|e| storage_error_code(&e))?;
+        let info = result.map_err(|e| AppendError {
+            code: storage_error_code(&e),
+            message: Some(e.to_string()),
+        })?;
+        if let Some(p) = &producer {
+            producers.record(p, info.base_offset, info.last_offset, now_ms);
+        }
+        drop(producers);
         self.advance_high_watermark();
         Ok(info)
+    }
+
+    /// Saves the producer state beside the log (clean shutdown), so the next open need not
+    /// rebuild it from the log.
+    pub fn save_producer_state(&self) -> Result<(), StorageError> {
+        let producers = self.producers.lock().unwrap_or_else(|e| e.into_inner());
+        self.log
+            .save_producer_snapshot(self.log.log_end_offset(), &producers.encode())
     }
 
     /// The high watermark is the smallest log end over the ISR. Until followers exist the ISR
@@ -224,4 +313,55 @@ impl Partition {
             .delete_records_before(target)
             .map_err(|e| storage_error_code(&e))
     }
+}
+
+/// Producer state as of the log end: the newest snapshot, then every batch after it.
+fn rebuild_producer_state(log: &Log, topic: &str, index: i32) -> ProducerState {
+    let (mut state, mut offset) = match log.load_producer_snapshot() {
+        Ok(Some((at, data))) => match ProducerState::decode(&data) {
+            Some(state) => (state, at),
+            None => (ProducerState::default(), log.log_start_offset()),
+        },
+        _ => (ProducerState::default(), log.log_start_offset()),
+    };
+    offset = offset.max(log.log_start_offset());
+    let end = log.log_end_offset();
+    let mut scanned = 0u64;
+    while offset < end {
+        let Ok(read) = log.read(offset, REBUILD_READ_BYTES, end, true) else {
+            break;
+        };
+        if read.records.is_empty() {
+            break;
+        }
+        for batch in BatchIter::new(&read.records) {
+            let Ok(batch) = batch else { break };
+            if batch.producer_id() >= 0 && !batch.is_control() {
+                let p = ProducerBatch::new(
+                    batch.producer_id(),
+                    batch.producer_epoch(),
+                    batch.base_sequence(),
+                    batch.last_offset_delta(),
+                );
+                state.record(
+                    &p,
+                    batch.base_offset(),
+                    batch.last_offset(),
+                    batch.max_timestamp(),
+                );
+                scanned += 1;
+            }
+            offset = offset.max(batch.next_offset());
+        }
+    }
+    if scanned > 0 {
+        tracing::debug!(
+            topic,
+            partition = index,
+            batches = scanned,
+            producers = state.len(),
+            "rebuilt producer state from the log"
+        );
+    }
+    state
 }

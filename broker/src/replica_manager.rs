@@ -189,8 +189,14 @@ impl ReplicaManager {
         }
     }
 
-    /// Flushes and closes every log (clean shutdown: the next start needs no recovery).
+    /// Saves producer state, then flushes and closes every log (clean shutdown: the next
+    /// start needs neither recovery nor a producer-state rebuild).
     pub fn close_all(&self) -> Result<(), StorageError> {
+        for p in self.all() {
+            if let Err(e) = p.save_producer_state() {
+                tracing::warn!(topic = %p.topic, partition = p.index, error = %e, "could not save producer state");
+            }
+        }
         self.logs.close_all()
     }
 

@@ -37,6 +37,7 @@ macro_rules! for_each_api {
             ListGroups(ListGroupsRequest, ListGroupsResponse) 0..=5,
             DeleteGroups(DeleteGroupsRequest, DeleteGroupsResponse) 0..=2,
             OffsetDelete(OffsetDeleteRequest, OffsetDeleteResponse) 0..=0,
+            InitProducerId(InitProducerIdRequest, InitProducerIdResponse) 0..=5,
         }
     };
 }

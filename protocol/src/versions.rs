@@ -65,9 +65,10 @@ mod tests {
         assert!(!is_supported(ApiKey::ApiVersions, 5));
         assert!(!is_supported(ApiKey::OffsetCommit, 1));
         assert!(is_supported(ApiKey::JoinGroup, 0));
+        assert!(is_supported(ApiKey::InitProducerId, 0));
         // Not served yet (transactions come with a later issue; KIP-848 groups are not
         // advertised, so clients use the classic protocol).
-        assert!(support(ApiKey::InitProducerId).is_none());
+        assert!(support(ApiKey::AddPartitionsToTxn).is_none());
         assert!(support(ApiKey::ConsumerGroupHeartbeat).is_none());
     }
 }

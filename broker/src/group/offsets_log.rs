@@ -27,8 +27,10 @@ impl OffsetsLog for ReplicaManager {
         // acks=all: a commit is acknowledged only once it is committed to the ISR.
         match p.append_as_leader(&batch, -1, now) {
             Ok(_) => Ok(()),
-            Err(ResponseError::NotLeaderOrFollower) => Err(ResponseError::NotCoordinator),
-            Err(e) => Err(e),
+            Err(e) if e.code == ResponseError::NotLeaderOrFollower => {
+                Err(ResponseError::NotCoordinator)
+            }
+            Err(e) => Err(e.code),
         }
     }
 

@@ -24,6 +24,7 @@ mod fetch;
 mod find_coordinator;
 mod heartbeat;
 mod incremental_alter_configs;
+mod init_producer_id;
 mod join_group;
 mod leave_group;
 mod list_groups;
@@ -114,6 +115,9 @@ pub async fn handle(
         Request::ListGroups(r) => Response::ListGroups(list_groups::handle(broker, v, r)),
         Request::DeleteGroups(r) => Response::DeleteGroups(delete_groups::handle(broker, r)),
         Request::OffsetDelete(r) => Response::OffsetDelete(offset_delete::handle(broker, r)),
+        Request::InitProducerId(r) => {
+            Response::InitProducerId(init_producer_id::handle(broker, r).await)
+        }
     };
     Outcome::Respond(response, v)
 }
