@@ -179,6 +179,8 @@ impl Broker {
         let Some(topic) = self.image().topics.get(OFFSETS_TOPIC).cloned() else {
             return;
         };
+        self.groups
+            .set_partition_count(topic.partitions.len() as i32);
         for p in topic
             .partitions
             .iter()
@@ -289,6 +291,9 @@ async fn follow_metadata(broker: Arc<Broker>) {
     loop {
         let image = rx.borrow_and_update().clone();
         broker.replicas.apply_image(&image);
+        if let Some(t) = image.topics.get(OFFSETS_TOPIC) {
+            broker.groups.set_partition_count(t.partitions.len() as i32);
+        }
         if rx.changed().await.is_err() {
             return;
         }

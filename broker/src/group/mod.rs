@@ -91,6 +91,8 @@ pub type TopicOffsets = Vec<(String, Vec<(i32, Option<OffsetValue>)>)>;
 
 pub struct GroupCoordinator {
     cfg: CoordinatorConfig,
+    /// Partitions of `__consumer_offsets` as it exists (the config's count until it does).
+    partitions: std::sync::atomic::AtomicI32,
     groups: Mutex<HashMap<String, Arc<Mutex<Group>>>>,
     offsets: Mutex<HashMap<String, BTreeMap<OffsetKey, OffsetValue>>>,
     loaded: Mutex<HashSet<i32>>,
@@ -103,6 +105,7 @@ fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
 impl GroupCoordinator {
     pub fn new(cfg: CoordinatorConfig) -> GroupCoordinator {
         GroupCoordinator {
+            partitions: std::sync::atomic::AtomicI32::new(cfg.offsets_topic_partitions),
             cfg,
             groups: Mutex::new(HashMap::new()),
             offsets: Mutex::new(HashMap::new()),
@@ -115,7 +118,19 @@ impl GroupCoordinator {
     }
 
     pub fn partition_for(&self, group_id: &str) -> i32 {
-        offsets_topic::partition_for(group_id, self.cfg.offsets_topic_partitions)
+        offsets_topic::partition_for(
+            group_id,
+            self.partitions.load(std::sync::atomic::Ordering::Acquire),
+        )
+    }
+
+    /// Groups hash over the partitions `__consumer_offsets` really has, as Kafka does once
+    /// the topic exists (it may predate a change of `offsets.topic.num.partitions`).
+    pub fn set_partition_count(&self, partitions: i32) {
+        if partitions > 0 {
+            self.partitions
+                .store(partitions, std::sync::atomic::Ordering::Release);
+        }
     }
 
     /// NOT_COORDINATOR unless this broker coordinates the group; loads its partition first.
@@ -543,9 +558,7 @@ impl GroupCoordinator {
         let now_ms = now_ms();
         for group in groups {
             let mut g = lock(&group);
-            if g.tick(&self.cfg.group, now, now_ms)
-                && matches!(g.state, GroupState::Empty | GroupState::CompletingRebalance)
-            {
+            if g.tick(&self.cfg.group, now, now_ms) && g.state == GroupState::Empty {
                 self.persist_group(log, &g);
             }
         }

@@ -57,7 +57,11 @@ pub async fn handle(
         let missing: Vec<String> = wanted
             .iter()
             .filter_map(|w| match w {
-                Wanted::Name(n) if !image.topics.contains_key(n) => Some(n.clone()),
+                // Internal topics are created by their coordinators with their own settings,
+                // never by a metadata request.
+                Wanted::Name(n) if !image.topics.contains_key(n) && !is_internal_topic(n) => {
+                    Some(n.clone())
+                }
                 _ => None,
             })
             .collect();
