@@ -9,6 +9,7 @@ import pytest
 from kafka import KafkaAdminClient, KafkaConsumer, KafkaProducer, TopicPartition
 from kafka.admin import ConfigResource, ConfigResourceType
 
+import kafka_wire as w
 from helpers import payload, unique_topic
 
 TIMEOUT_MS = 15000
@@ -75,13 +76,41 @@ def test_produce_consume(broker, admin, codec):
         consumer.close()
 
 
-@pytest.mark.skip(reason="idempotent producer (InitProducerId) not implemented yet: kafka-python 3.x "
-                         "defaults to enable_idempotence=True and fails with IncompatibleBrokerVersion")
 def test_default_producer_is_idempotent(broker):
+    """kafka-python 3.x enables idempotence by default (InitProducerId); runs when the broker
+    advertises InitProducerId, else it is skipped and a default producer fails with
+    IncompatibleBrokerVersion."""
+    s = w.connect(broker.bootstrap)
+    s.sendall(w.api_versions_request(0, 1))
+    _, _, keys, _ = w.parse_api_versions_v0(w.read_frame(s))
+    s.close()
+    if 22 not in keys:
+        pytest.skip("idempotent producer (InitProducerId) not implemented yet")
+    topic = unique_topic("kp-idem")
+    admin = KafkaAdminClient(bootstrap_servers=broker.bootstrap, request_timeout_ms=TIMEOUT_MS)
+    try:
+        _create(admin, topic, 1)
+    finally:
+        admin.close()
     producer = KafkaProducer(bootstrap_servers=broker.bootstrap, request_timeout_ms=TIMEOUT_MS)
-    md = producer.send(unique_topic("kp-idem"), value=b"x").get(timeout=30)
+    futures = [producer.send(topic, key=b"k", value=b"idem-%d" % i, partition=0) for i in range(20)]
+    producer.flush(timeout=30)
+    offsets = [f.get(timeout=30).offset for f in futures]
     producer.close(timeout=10)
-    assert md.offset == 0
+    assert offsets == list(range(20))
+    consumer = KafkaConsumer(bootstrap_servers=broker.bootstrap, group_id=None, enable_auto_commit=False)
+    try:
+        tp = TopicPartition(topic, 0)
+        consumer.assign([tp])
+        consumer.seek_to_beginning()
+        values = []
+        deadline = time.monotonic() + 30
+        while len(values) < 20 and time.monotonic() < deadline:
+            for records in consumer.poll(timeout_ms=500).values():
+                values.extend(r.value for r in records)
+        assert values == [b"idem-%d" % i for i in range(20)]
+    finally:
+        consumer.close()
 
 
 def test_admin_topics_and_configs(broker, admin):
