@@ -49,7 +49,7 @@ def wait_for_topic(bootstrap: str, name: str, partitions: int, timeout: float = 
 
 
 def consumer(bootstrap: str, **extra) -> Consumer:
-    """A confluent-kafka consumer for manual assignment only (Sluice has no groups yet).
+    """A confluent-kafka consumer for manual assignment only (no group membership).
 
     The Python wrapper insists on a group.id; nothing is committed and
     subscribe() is never called, so the group is never joined.

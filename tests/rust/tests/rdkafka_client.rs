@@ -1,6 +1,6 @@
 //! rdkafka (librdkafka built from source by rdkafka-sys) against a real sluice:
 //! admin create topic, BaseProducer with keys/headers/lz4, BaseConsumer with
-//! assign() (no group: consumer groups are not implemented yet), byte-exact check.
+//! assign() (no group membership), byte-exact check.
 
 use std::collections::HashMap;
 use std::sync::Mutex;
@@ -139,8 +139,8 @@ async fn rdkafka_produce_consume_round_trip() {
         assert_eq!(offsets, want, "acknowledged offsets on partition {p}");
     }
 
-    // librdkafka's assign() needs a group.id even though no group is joined (Sluice has no
-    // consumer groups yet): nothing is committed and subscribe() is never called.
+    // librdkafka's assign() needs a group.id even though no group is joined: nothing is
+    // committed and subscribe() is never called.
     let consumer: BaseConsumer = ClientConfig::new()
         .set("bootstrap.servers", &broker.bootstrap)
         .set("group.id", "sluice-rdkafka-test-unused")
