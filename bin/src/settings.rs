@@ -38,6 +38,7 @@ const SERVER_KEYS: &[&str] = &[
     "socket.request.max.bytes",
     "max.connections",
     "queued.max.request.bytes",
+    "connections.max.idle.ms",
     "broker.session.timeout.ms",
     "group.initial.rebalance.delay.ms",
     "group.min.session.timeout.ms",
@@ -193,6 +194,12 @@ fn build(explicit: BTreeMap<String, String>) -> anyhow::Result<Settings> {
         "queued.max.request.bytes",
         broker.max_queued_request_bytes,
     )?;
+    let idle_ms: u64 = parse(
+        get("connections.max.idle.ms"),
+        "connections.max.idle.ms",
+        600_000,
+    )?;
+    broker.connections_max_idle = Duration::from_millis(idle_ms.max(1));
     let groups = &mut broker.groups;
     let ms = |name: &str, default: Duration| -> anyhow::Result<Duration> {
         Ok(Duration::from_millis(parse(

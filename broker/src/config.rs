@@ -39,6 +39,8 @@ pub struct BrokerConfig {
     /// `queued.max.request.bytes`: bytes of request frames held across all connections;
     /// beyond it, connections wait before reading more (back-pressure).
     pub max_queued_request_bytes: usize,
+    /// `connections.max.idle.ms`: a connection that sends nothing for this long is closed.
+    pub connections_max_idle: Duration,
     /// How often the broker heartbeats to the controller.
     pub heartbeat_interval: Duration,
     /// Group coordinator settings (`group.*`, `offsets.*`).
@@ -66,6 +68,7 @@ impl BrokerConfig {
             max_connections: 10_000,
             max_inflight_requests_per_connection: 64,
             max_queued_request_bytes: 512 * 1024 * 1024,
+            connections_max_idle: Duration::from_millis(600_000),
             heartbeat_interval: Duration::from_secs(1),
             groups: CoordinatorConfig::default(),
             static_configs: BTreeMap::new(),

@@ -33,6 +33,8 @@ enum Close {
     Shutdown,
     Io(std::io::Error),
     Protocol(String),
+    /// Nothing arrived for `connections.max.idle.ms`.
+    Idle(std::time::Duration),
 }
 
 impl Connection {
@@ -52,6 +54,9 @@ impl Connection {
             Close::Eof | Close::Shutdown => tracing::debug!(peer = %self.peer, "connection closed"),
             Close::Io(e) => {
                 tracing::debug!(peer = %self.peer, error = %e, "connection closed on I/O error")
+            }
+            Close::Idle(after) => {
+                tracing::debug!(peer = %self.peer, ?after, "closing idle connection (connections.max.idle.ms)")
             }
             Close::Protocol(reason) => {
                 metrics::counter!("sluice_connections_closed_on_bad_request_total").increment(1);
@@ -121,7 +126,10 @@ impl Connection {
     }
 
     async fn reserve(&self, frame_len: usize) -> Option<OwnedSemaphorePermit> {
-        let kib = u32::try_from(frame_len.div_ceil(1024).max(1)).unwrap_or(u32::MAX);
+        // A frame larger than the whole budget takes all of it rather than waiting forever.
+        let budget_kib = (self.broker.config.max_queued_request_bytes / 1024).max(1);
+        let kib = frame_len.div_ceil(1024).clamp(1, budget_kib);
+        let kib = u32::try_from(kib).unwrap_or(u32::MAX);
         self.queued_kib.clone().acquire_many_owned(kib).await.ok()
     }
 
@@ -137,12 +145,14 @@ impl Connection {
         if *shutdown.borrow() && input.is_empty() {
             return Some(Close::Shutdown);
         }
+        let idle = self.broker.config.connections_max_idle;
         tokio::select! {
-            read = stream.read_buf(input) => match read {
-                Ok(0) if input.is_empty() => Some(Close::Eof),
-                Ok(0) => Some(Close::Protocol(format!("peer closed mid-frame ({} bytes buffered)", input.len()))),
-                Ok(_) => None,
-                Err(e) => Some(Close::Io(e)),
+            read = tokio::time::timeout(idle, stream.read_buf(input)) => match read {
+                Err(_) => Some(Close::Idle(idle)),
+                Ok(Ok(0)) if input.is_empty() => Some(Close::Eof),
+                Ok(Ok(0)) => Some(Close::Protocol(format!("peer closed mid-frame ({} bytes buffered)", input.len()))),
+                Ok(Ok(_)) => None,
+                Ok(Err(e)) => Some(Close::Io(e)),
             },
             _ = shutdown.changed(), if input.is_empty() => Some(Close::Shutdown),
         }
