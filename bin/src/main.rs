@@ -13,10 +13,15 @@ use tracing_subscriber::EnvFilter;
 use crate::cli::{Cli, Command};
 use crate::settings::Settings;
 
-fn main() -> anyhow::Result<()> {
+fn main() {
     let cli = Cli::parse();
-    match cli.command {
+    let result = match cli.command {
         Command::Serve(args) => serve(args),
+    };
+    if let Err(e) = result {
+        // The whole chain of causes, without a backtrace: the message says what to do.
+        eprintln!("sluice: error: {e:#}");
+        std::process::exit(1);
     }
 }
 

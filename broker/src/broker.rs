@@ -22,7 +22,13 @@ use crate::{admin_http, server};
 /// Why the broker could not start.
 #[derive(Debug, thiserror::Error)]
 pub enum StartError {
-    #[error("could not open the data directory: {0}")]
+    #[error("could not open the data directory")]
+    Storage(#[from] StorageError),
+    #[error("could not register with the metadata quorum")]
+    Metadata(#[from] ControllerError),
+    #[error("could not listen on {addr} (is another broker already running there?)")]
+    Bind { addr: std::net::SocketAddr, source: std::io::Error },
+}")]
     Storage(#[from] StorageError),
     #[error("could not register with the metadata quorum: {0}")]
     Metadata(#[from] ControllerError),
