@@ -27,12 +27,6 @@ pub enum StartError {
     #[error("could not register with the metadata quorum")]
     Metadata(#[from] ControllerError),
     #[error("could not listen on {addr} (is another broker already running there?)")]
-    Bind { addr: std::net::SocketAddr, source: std::io::Error },
-}")]
-    Storage(#[from] StorageError),
-    #[error("could not register with the metadata quorum: {0}")]
-    Metadata(#[from] ControllerError),
-    #[error("could not listen on {addr}: {source} (is another broker already running there?)")]
     Bind {
         addr: std::net::SocketAddr,
         source: std::io::Error,
