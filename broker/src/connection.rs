@@ -9,9 +9,15 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Instant;
 
-use bytes::BytesMut;
+use std::collections::VecDeque;
+use std::io::IoSlice;
+
+use bytes::{Buf, Bytes, BytesMut};
 use sluice_protocol::frame::{peek_length, split_frame, LENGTH_PREFIX_BYTES};
-use sluice_protocol::{decode_request, encode_response, ApiKey, DecodeError};
+use sluice_protocol::{
+    decode_request, encode_response, encode_response_segments, ApiKey, DecodeError, EncodeError,
+    Response,
+};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
@@ -70,7 +76,7 @@ impl Connection {
         let max_frame = self.broker.config.max_request_bytes;
         let mut shutdown = self.broker.shutdown_signal();
         let mut input = BytesMut::with_capacity(READ_BUFFER_BYTES);
-        let mut output = BytesMut::with_capacity(READ_BUFFER_BYTES);
+        let mut output = Output::default();
         loop {
             // Hold memory permits for the next frame before its body is buffered.
             let permit = loop {
@@ -113,11 +119,11 @@ impl Connection {
             drop(permit);
             // More requests already buffered: answer them before writing, in one syscall.
             let next_is_buffered = matches!(peek_length(&input, max_frame), Ok(Some(len)) if input.len() >= LENGTH_PREFIX_BYTES + len);
-            if !output.is_empty() && (!next_is_buffered || output.len() >= READ_BUFFER_BYTES) {
-                if let Err(e) = stream.write_all(&output).await {
+            if !output.is_empty() && (!next_is_buffered || output.queued_bytes >= READ_BUFFER_BYTES)
+            {
+                if let Err(e) = output.write_to(stream).await {
                     return Close::Io(e);
                 }
-                output.clear();
             }
             if *shutdown.borrow() && !next_is_buffered {
                 return Close::Shutdown;
@@ -158,8 +164,8 @@ impl Connection {
         }
     }
 
-    /// Decodes and handles one request, appending its response (if any) to `output`.
-    async fn handle(&self, frame: bytes::Bytes, output: &mut BytesMut) -> Result<(), Close> {
+    /// Decodes and handles one request, queueing its response (if any) on `output`.
+    async fn handle(&self, frame: bytes::Bytes, output: &mut Output) -> Result<(), Close> {
         let started = Instant::now();
         let (header, request) = match decode_request(frame) {
             Ok(decoded) => decoded,
@@ -189,7 +195,7 @@ impl Connection {
                 }
             };
         crate::metrics::count_response_errors(api_name, &response);
-        if let Err(e) = encode_response(output, header.correlation_id, version, &response) {
+        if let Err(e) = output.push(header.correlation_id, version, &response) {
             tracing::error!(error = %e, "response encoding failed (a broker bug)");
             return Err(Close::Protocol(e.to_string()));
         }
@@ -207,4 +213,71 @@ fn record_request(api: &'static str, started: Instant) {
 /// A static label for each API (metrics labels must not allocate per request).
 fn api_name(key: ApiKey) -> &'static str {
     sluice_protocol::versions::api_name(key)
+}
+
+/// Buffers in one vectored write at most (Linux allows 1024).
+const MAX_IOVECS: usize = 64;
+
+/// Responses waiting to be written, in request order. Fetch responses keep their record
+/// sets as the log handed them out (no copy); the rest are encoded into a reused buffer.
+#[derive(Default)]
+struct Output {
+    scratch: BytesMut,
+    queue: VecDeque<Bytes>,
+    queued_bytes: usize,
+}
+
+impl Output {
+    fn is_empty(&self) -> bool {
+        self.queue.is_empty()
+    }
+
+    fn push(
+        &mut self,
+        correlation_id: i32,
+        version: i16,
+        response: &Response,
+    ) -> Result<(), EncodeError> {
+        if matches!(response, Response::Fetch(_)) {
+            for b in encode_response_segments(correlation_id, version, response)? {
+                self.queued_bytes += b.len();
+                self.queue.push_back(b);
+            }
+        } else {
+            encode_response(&mut self.scratch, correlation_id, version, response)?;
+            let b = self.scratch.split().freeze();
+            self.queued_bytes += b.len();
+            self.queue.push_back(b);
+        }
+        Ok(())
+    }
+
+    async fn write_to(&mut self, stream: &mut TcpStream) -> std::io::Result<()> {
+        while !self.queue.is_empty() {
+            let slices: Vec<IoSlice<'_>> = self
+                .queue
+                .iter()
+                .take(MAX_IOVECS)
+                .map(|b| IoSlice::new(b))
+                .collect();
+            let mut written = stream.write_vectored(&slices).await?;
+            if written == 0 {
+                return Err(std::io::ErrorKind::WriteZero.into());
+            }
+            self.queued_bytes -= written;
+            while written > 0 {
+                let Some(front) = self.queue.front_mut() else {
+                    break;
+                };
+                if written >= front.len() {
+                    written -= front.len();
+                    self.queue.pop_front();
+                } else {
+                    front.advance(written);
+                    written = 0;
+                }
+            }
+        }
+        Ok(())
+    }
 }

@@ -22,4 +22,4 @@ pub use kafka_protocol as kafka;
 pub use kafka_protocol::error::ResponseError;
 pub use kafka_protocol::messages::ApiKey;
 pub use request::{decode_request, DecodeError, Request, RequestHeader};
-pub use response::{encode_response, EncodeError, Response};
+pub use response::{encode_response, encode_response_segments, EncodeError, Response};
