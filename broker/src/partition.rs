@@ -46,11 +46,30 @@ pub struct LeaderState {
     pub min_insync_replicas: i64,
 }
 
+/// Per-topic traffic counters, registered once per partition instead of per request.
+pub struct TrafficCounters {
+    pub bytes_in: metrics::Counter,
+    pub messages_in: metrics::Counter,
+    pub bytes_out: metrics::Counter,
+}
+
+impl TrafficCounters {
+    fn for_topic(topic: &str) -> TrafficCounters {
+        let labels = [("topic", topic.to_string())];
+        TrafficCounters {
+            bytes_in: metrics::counter!("sluice_bytes_in_total", &labels),
+            messages_in: metrics::counter!("sluice_messages_in_total", &labels),
+            bytes_out: metrics::counter!("sluice_bytes_out_total", &labels),
+        }
+    }
+}
+
 pub struct Partition {
     pub topic: Arc<str>,
     pub topic_id: Uuid,
     pub index: i32,
     node_id: i32,
+    pub traffic: TrafficCounters,
     log: Arc<Log>,
     state: RwLock<LeaderState>,
     /// Offsets below it are committed (replicated to the ISR) and visible to consumers.
@@ -74,6 +93,7 @@ impl Partition {
     ) -> Partition {
         let producers = Mutex::new(rebuild_producer_state(&log, &topic, index));
         let partition = Partition {
+            traffic: TrafficCounters::for_topic(&topic),
             topic,
             topic_id,
             index,

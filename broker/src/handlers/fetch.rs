@@ -139,8 +139,7 @@ fn read_all(targets: &[Target], max_bytes: usize) -> (Vec<PartitionData>, usize,
                 total += len;
                 remaining = remaining.saturating_sub(len);
                 if len > 0 {
-                    metrics::counter!("sluice_bytes_out_total", "topic" => p.topic.to_string())
-                        .increment(len as u64);
+                    p.traffic.bytes_out.increment(len as u64);
                 }
                 let hw = p.high_watermark();
                 out.push(

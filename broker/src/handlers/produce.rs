@@ -91,8 +91,7 @@ fn append(
 ) -> Result<sluice_storage::AppendInfo, AppendError> {
     let partition = partition_for(broker, image, topic, index)?;
     let info = partition.append_as_leader(records, acks, now)?;
-    let labels = [("topic", topic.to_string())];
-    metrics::counter!("sluice_bytes_in_total", &labels).increment(records.len() as u64);
-    metrics::counter!("sluice_messages_in_total", &labels).increment(info.record_count);
+    partition.traffic.bytes_in.increment(records.len() as u64);
+    partition.traffic.messages_in.increment(info.record_count);
     Ok(info)
 }
