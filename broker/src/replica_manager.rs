@@ -12,12 +12,15 @@ use crate::partition::{LeaderState, Partition};
 use crate::topic_config::ConfigLayers;
 
 type PartitionKey = (Arc<str>, i32);
+/// A topic's hosted partitions by index.
+type TopicPartitions = HashMap<i32, Arc<Partition>>;
 
 pub struct ReplicaManager {
     node_id: i32,
     logs: LogManager,
     static_configs: BTreeMap<String, String>,
-    partitions: RwLock<HashMap<PartitionKey, Arc<Partition>>>,
+    /// Topic → partition index → partition. Looked up by `&str` without allocating.
+    partitions: RwLock<HashMap<Arc<str>, TopicPartitions>>,
     /// Serializes image application; handlers may apply an image they just committed.
     apply_lock: Mutex<u64>,
 }
@@ -38,11 +41,11 @@ impl ReplicaManager {
     }
 
     pub fn get(&self, topic: &str, partition: i32) -> Option<Arc<Partition>> {
-        let key: PartitionKey = (Arc::from(topic), partition);
         self.partitions
             .read()
             .unwrap_or_else(|e| e.into_inner())
-            .get(&key)
+            .get(topic)?
+            .get(&partition)
             .cloned()
     }
 
@@ -51,7 +54,7 @@ impl ReplicaManager {
             .read()
             .unwrap_or_else(|e| e.into_inner())
             .values()
-            .cloned()
+            .flat_map(|by_index| by_index.values().cloned())
             .collect()
     }
 
@@ -78,11 +81,9 @@ impl ReplicaManager {
         let layers = self.config_layers(image);
 
         let current: Vec<(PartitionKey, Arc<Partition>)> = self
-            .partitions
-            .read()
-            .unwrap_or_else(|e| e.into_inner())
-            .iter()
-            .map(|(k, v)| (k.clone(), v.clone()))
+            .all()
+            .into_iter()
+            .map(|p| ((p.topic.clone(), p.index), p))
             .collect();
         // Deleted topics, or a topic deleted and created again under the same name.
         for (key, partition) in &current {
@@ -146,15 +147,22 @@ impl ReplicaManager {
         self.partitions
             .write()
             .unwrap_or_else(|e| e.into_inner())
-            .insert((name, index), partition);
+            .entry(name)
+            .or_default()
+            .insert(index, partition);
         Ok(())
     }
 
     fn remove(&self, key: &PartitionKey, topic_id: Uuid) {
-        self.partitions
-            .write()
-            .unwrap_or_else(|e| e.into_inner())
-            .remove(key);
+        {
+            let mut partitions = self.partitions.write().unwrap_or_else(|e| e.into_inner());
+            if let Some(by_index) = partitions.get_mut(&key.0) {
+                by_index.remove(&key.1);
+                if by_index.is_empty() {
+                    partitions.remove(&key.0);
+                }
+            }
+        }
         match self.logs.delete_log(&key.0, key.1) {
             Ok(()) => {
                 tracing::info!(topic = %key.0, partition = key.1, %topic_id, "deleted partition log")
