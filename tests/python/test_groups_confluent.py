@@ -70,6 +70,12 @@ def test_committed_offsets_survive_broker_restart(gbroker, runs, how):
                       strategy="range")
 
 
+@pytest.mark.parametrize("strategy,how", [("range", "sigkill"), ("cooperative-sticky", "sigterm")])
+def test_members_ride_through_a_broker_restart(gbroker, runs, strategy, how):
+    sc.broker_restart_live(gbroker, runs, "confluent", produce_confluent, N_FAILURE, how,
+                           f"confluent {strategy}", strategy=strategy)
+
+
 def test_time_from_join_to_first_message(gbroker):
     """A fresh consumer subscribes to a topic that has data; how long until its first
     message (group.initial.rebalance.delay.ms=0). Printed for the record; bounded so a
