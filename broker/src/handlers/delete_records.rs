@@ -7,9 +7,8 @@ use sluice_protocol::kafka::messages::delete_records_response::{
     DeleteRecordsPartitionResult, DeleteRecordsTopicResult,
 };
 use sluice_protocol::kafka::messages::{DeleteRecordsRequest, DeleteRecordsResponse};
-use sluice_protocol::ResponseError;
 
-use super::partition_for;
+use super::leader_for;
 use crate::broker::Broker;
 
 pub fn handle(broker: &Arc<Broker>, request: DeleteRecordsRequest) -> DeleteRecordsResponse {
@@ -25,13 +24,8 @@ pub fn handle(broker: &Arc<Broker>, request: DeleteRecordsRequest) -> DeleteReco
                 .map(|p| {
                     let result = DeleteRecordsPartitionResult::default()
                         .with_partition_index(p.partition_index);
-                    let outcome =
-                        partition_for(broker, &image, &name, p.partition_index).and_then(|part| {
-                            if !part.is_leader() {
-                                return Err(ResponseError::NotLeaderOrFollower);
-                            }
-                            part.delete_records_before(p.offset)
-                        });
+                    let outcome = leader_for(broker, &image, &name, p.partition_index, -1)
+                        .and_then(|part| part.delete_records_before(p.offset));
                     match outcome {
                         Ok(low_watermark) => result.with_low_watermark(low_watermark),
                         Err(code) => result.with_low_watermark(-1).with_error_code(code.code()),

@@ -14,7 +14,7 @@ use sluice_raft::MetadataImage;
 use sluice_storage::StorageError;
 use tokio::sync::Notify;
 
-use super::{partition_for, topic_name_for_id};
+use super::{leader_for, topic_name_for_id};
 use crate::broker::Broker;
 use crate::errors::storage_error_code;
 use crate::partition::Partition;
@@ -28,7 +28,6 @@ struct Target {
     index: i32,
     fetch_offset: i64,
     max_bytes: usize,
-    current_leader_epoch: i32,
     partition: Result<Arc<Partition>, ResponseError>,
 }
 
@@ -92,20 +91,13 @@ fn resolve(
         for p in &topic.partitions {
             let partition = match &name {
                 None => Err(ResponseError::UnknownTopicId),
-                Some(name) => partition_for(broker, image, name, p.partition).and_then(|part| {
-                    if part.is_leader() {
-                        Ok(part)
-                    } else {
-                        Err(ResponseError::NotLeaderOrFollower)
-                    }
-                }),
+                Some(name) => leader_for(broker, image, name, p.partition, p.current_leader_epoch),
             };
             targets.push(Target {
                 topic: i,
                 index: p.partition,
                 fetch_offset: p.fetch_offset,
                 max_bytes: p.partition_max_bytes.max(0) as usize,
-                current_leader_epoch: p.current_leader_epoch,
                 partition,
             });
         }
@@ -123,7 +115,6 @@ fn read_all(targets: &[Target], max_bytes: usize) -> (Vec<PartitionData>, usize,
     for t in targets {
         let data = PartitionData::default().with_partition_index(t.index);
         let result = t.partition.clone().and_then(|p| {
-            p.check_leader_epoch(t.current_leader_epoch)?;
             let limit = t.max_bytes.min(remaining);
             let read = p
                 .read(t.fetch_offset, limit, total == 0)

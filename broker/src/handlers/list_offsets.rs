@@ -7,9 +7,8 @@ use sluice_protocol::kafka::messages::list_offsets_response::{
     ListOffsetsPartitionResponse, ListOffsetsTopicResponse,
 };
 use sluice_protocol::kafka::messages::{ListOffsetsRequest, ListOffsetsResponse};
-use sluice_protocol::ResponseError;
 
-use super::partition_for;
+use super::leader_for;
 use crate::broker::Broker;
 use crate::errors::storage_error_code;
 
@@ -30,15 +29,17 @@ pub fn handle(
                 .map(|p| {
                     let response = ListOffsetsPartitionResponse::default()
                         .with_partition_index(p.partition_index);
-                    let found =
-                        partition_for(broker, &image, &name, p.partition_index).and_then(|part| {
-                            if !part.is_leader() {
-                                return Err(ResponseError::NotLeaderOrFollower);
-                            }
-                            part.check_leader_epoch(p.current_leader_epoch)?;
-                            part.offset_for_timestamp(p.timestamp)
-                                .map_err(|e| storage_error_code(&e))
-                        });
+                    let found = leader_for(
+                        broker,
+                        &image,
+                        &name,
+                        p.partition_index,
+                        p.current_leader_epoch,
+                    )
+                    .and_then(|part| {
+                        part.offset_for_timestamp(p.timestamp)
+                            .map_err(|e| storage_error_code(&e))
+                    });
                     match found {
                         Ok(Some(t)) => {
                             let r = response

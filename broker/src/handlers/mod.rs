@@ -155,6 +155,23 @@ pub(crate) fn partition_for(
         .ok_or(ResponseError::NotLeaderOrFollower)
 }
 
+/// The hosted partition, if this broker leads it and the client's `current_leader_epoch`
+/// (-1: not given) is ours: what requests meant for the leader need.
+pub(crate) fn leader_for(
+    broker: &Broker,
+    image: &MetadataImage,
+    topic: &str,
+    index: i32,
+    current_leader_epoch: i32,
+) -> Result<Arc<Partition>, ResponseError> {
+    let partition = partition_for(broker, image, topic, index)?;
+    if !partition.is_leader() {
+        return Err(ResponseError::NotLeaderOrFollower);
+    }
+    partition.check_leader_epoch(current_leader_epoch)?;
+    Ok(partition)
+}
+
 /// The topic name for a topic id, as requests v13+ of Produce and Fetch name topics.
 pub(crate) fn topic_name_for_id(image: &MetadataImage, id: &uuid::Uuid) -> Option<String> {
     image.topic_names_by_id.get(id).cloned()

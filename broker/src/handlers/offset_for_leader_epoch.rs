@@ -7,9 +7,8 @@ use sluice_protocol::kafka::messages::offset_for_leader_epoch_response::{
     EpochEndOffset, OffsetForLeaderTopicResult,
 };
 use sluice_protocol::kafka::messages::{OffsetForLeaderEpochRequest, OffsetForLeaderEpochResponse};
-use sluice_protocol::ResponseError;
 
-use super::partition_for;
+use super::leader_for;
 use crate::broker::Broker;
 
 pub fn handle(
@@ -27,15 +26,10 @@ pub fn handle(
                 .into_iter()
                 .map(|p| {
                     let result = EpochEndOffset::default().with_partition(p.partition);
+                    // The current epoch ends at the log end; older ones where the next began.
                     let outcome =
-                        partition_for(broker, &image, &name, p.partition).and_then(|part| {
-                            if !part.is_leader() {
-                                return Err(ResponseError::NotLeaderOrFollower);
-                            }
-                            part.check_leader_epoch(p.current_leader_epoch)?;
-                            // The current epoch ends at the log end; older ones where the next began.
-                            Ok(part.log().end_offset_for_epoch(p.leader_epoch))
-                        });
+                        leader_for(broker, &image, &name, p.partition, p.current_leader_epoch)
+                            .map(|part| part.log().end_offset_for_epoch(p.leader_epoch));
                     match outcome {
                         Ok(Some((epoch, end_offset))) => {
                             result.with_leader_epoch(epoch).with_end_offset(end_offset)
