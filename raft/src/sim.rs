@@ -29,7 +29,7 @@ pub(crate) fn random_u128() -> u128 {
 }
 
 /// A handle on the seeded generator (what openraft asks its runtime for).
-pub struct SimRng;
+pub(crate) struct SimRng;
 
 impl RngCore for SimRng {
     fn next_u32(&mut self) -> u32 {
@@ -48,7 +48,7 @@ impl RngCore for SimRng {
 
 /// tokio's runtime for openraft with a seeded random source.
 #[derive(Debug, Default, PartialEq, Eq, PartialOrd, Ord, Clone, Copy)]
-pub struct SimRuntime;
+pub(crate) struct SimRuntime;
 
 impl AsyncRuntime for SimRuntime {
     type JoinError = <TokioRuntime as AsyncRuntime>::JoinError;
