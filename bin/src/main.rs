@@ -44,10 +44,14 @@ fn serve(args: cli::ServeArgs) -> anyhow::Result<()> {
     runtime.block_on(run(settings))
 }
 
-async fn run(settings: Settings) -> anyhow::Result<()> {
+async fn run(mut settings: Settings) -> anyhow::Result<()> {
     let data_dir = settings.broker.data_dir.clone();
     std::fs::create_dir_all(&data_dir)
         .with_context(|| format!("cannot create the data directory {}", data_dir.display()))?;
+    // Logs and DescribeConfigs (log.dirs) show where the data really is.
+    let data_dir = data_dir.canonicalize().unwrap_or(data_dir);
+    settings.broker.data_dir = data_dir.clone();
+    settings.metadata.data_dir = data_dir.clone();
     tracing::info!(
         node_id = settings.broker.node_id,
         data_dir = %data_dir.display(),

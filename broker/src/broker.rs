@@ -132,7 +132,7 @@ impl Broker {
             cluster_id = %broker.metadata.cluster_id(),
             listener = %local_addr,
             advertised = %format!("{}:{}", broker.config.advertised_host, broker.config.advertised_port),
-            admin = ?admin_addr,
+            admin = %admin_addr.map_or("off".to_string(), |a| format!("http://{a}")),
             data_dir = %broker.config.data_dir.display(),
             "Sluice broker ready"
         );
