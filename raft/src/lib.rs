@@ -69,7 +69,8 @@
 //! openraft 0.9 has no pre-vote: a voter cut off for a while raises its term, and when it
 //! comes back the leader steps down once (a new election, ~1-2 s). Observers receive the
 //! log pushed by the leader (Raft learners), not by a long-poll fetch; an observer that
-//! goes away for good stays in the membership as a learner the leader keeps retrying.
+//! goes away for good stays a learner the leader keeps retrying until it is removed with
+//! [`MetadataNode::remove_voter`].
 
 mod controller;
 mod identity;
@@ -533,8 +534,9 @@ impl MetadataNode {
         }
     }
 
-    /// Removes a voter from the quorum (for a node being retired or replaced). Remove one
-    /// voter at a time, and only while the remaining voters can still form a majority.
+    /// Removes a voter from the quorum (for a node being retired or replaced), or an observer
+    /// that is gone for good (the leader stops replicating to it). Remove one voter at a time,
+    /// and only while the remaining voters can still form a majority. Unknown ids: no-op.
     pub async fn remove_voter(&self, node_id: i32) -> Result<(), ControllerError> {
         match self
             .inner

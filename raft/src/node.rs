@@ -820,7 +820,25 @@ impl NodeInner {
                 }
             }
             Rq::RemoveVoter { node_id } => {
-                let change = ChangeMembers::RemoveVoters(BTreeSet::from([raft_id(*node_id)]));
+                let id = raft_id(*node_id);
+                let (is_voter, is_node) = {
+                    let m = self.raft.metrics();
+                    let m = m.borrow();
+                    let membership = m.membership_config.membership();
+                    (
+                        membership.voter_ids().any(|v| v == id),
+                        membership.get_node(&id).is_some(),
+                    )
+                };
+                let ids = BTreeSet::from([id]);
+                let change = if is_voter {
+                    ChangeMembers::RemoveVoters(ids)
+                } else if is_node {
+                    // An observer (learner): stop replicating to it.
+                    ChangeMembers::RemoveNodes(ids)
+                } else {
+                    return Ok(Rs::Done(Ok(())));
+                };
                 let changed = self.raft.change_membership(change, false);
                 Rs::Done(membership_result(
                     tokio::time::timeout(REQUEST_TIMEOUT, changed).await,

@@ -269,6 +269,17 @@ async fn observer_receives_metadata_and_forwards_requests() {
         );
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
+    // Removed (through a follower), it no longer receives the log; removing twice is a no-op.
+    let follower = IDS.into_iter().find(|id| *id != leader).unwrap();
+    c.nodes[&follower].remove_voter(10).await.unwrap();
+    c.nodes[&follower].remove_voter(10).await.unwrap();
+    c.nodes[&leader]
+        .create_topics(vec![topic("after-removal")], false)
+        .await[0]
+        .clone()
+        .unwrap();
+    tokio::time::sleep(Duration::from_millis(1000)).await;
+    assert!(!observer.image().topics.contains_key("after-removal"));
     observer.shutdown().await.unwrap();
     for id in IDS {
         c.nodes[&id].shutdown().await.unwrap();
