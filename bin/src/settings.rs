@@ -256,6 +256,10 @@ fn build(explicit: BTreeMap<String, String>) -> anyhow::Result<Settings> {
     if broker.default_replication_factor < 1 {
         bail!("default.replication.factor must be at least 1");
     }
+    if broker.default_replication_factor as usize > sluice_broker::partition::MAX_REPLICATION_FACTOR
+    {
+        bail!("default.replication.factor above 1 is not supported yet: partitions are not replicated between brokers");
+    }
 
     let voters = match get("controller.quorum.voters") {
         Some(v) if !v.trim().is_empty() => parse_voters(v)?,

@@ -33,6 +33,24 @@ impl From<ResponseError> for AppendError {
     }
 }
 
+/// Until followers replicate partitions (ISR replication), a replica set of more than one
+/// would acknowledge acks=all writes that only the leader holds. Topics are refused instead.
+pub const MAX_REPLICATION_FACTOR: usize = 1;
+
+/// The refusal for a replica set larger than this broker can keep in sync.
+pub fn check_replication_factor(replicas: usize) -> Result<(), (ResponseError, String)> {
+    if replicas > MAX_REPLICATION_FACTOR {
+        return Err((
+            ResponseError::InvalidReplicationFactor,
+            format!(
+                "replication factor {replicas} is not supported yet: partitions are not replicated between brokers, \
+                 so acks=all could not be honoured; use replication factor 1"
+            ),
+        ));
+    }
+    Ok(())
+}
+
 /// Bytes read per step when rebuilding producer state from the log.
 const REBUILD_READ_BYTES: usize = 1 << 20;
 

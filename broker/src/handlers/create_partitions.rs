@@ -10,6 +10,7 @@ use sluice_protocol::ResponseError;
 use super::message;
 use crate::broker::Broker;
 use crate::errors::controller_error_code;
+use crate::partition::check_replication_factor;
 
 pub async fn handle(
     broker: &Arc<Broker>,
@@ -36,12 +37,24 @@ pub async fn handle(
             );
             continue;
         }
-        let assignments = topic
+        let assignments: Vec<Vec<i32>> = topic
             .assignments
             .unwrap_or_default()
             .into_iter()
             .map(|a| a.broker_ids.into_iter().map(|b| b.0).collect())
             .collect();
+        if let Some(Err((code, why))) = assignments
+            .iter()
+            .map(|r| check_replication_factor(r.len()))
+            .find(Result::is_err)
+        {
+            results.push(
+                result
+                    .with_error_code(code.code())
+                    .with_error_message(message(why)),
+            );
+            continue;
+        }
         let outcome = broker
             .metadata
             .create_partitions(

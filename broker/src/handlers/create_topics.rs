@@ -16,6 +16,7 @@ use sluice_raft::NewTopic;
 use super::{message, str_bytes};
 use crate::broker::Broker;
 use crate::errors::controller_error_code;
+use crate::partition::check_replication_factor;
 use crate::topic_config;
 
 pub async fn handle(
@@ -128,7 +129,7 @@ fn new_topic(topic: &CreatableTopic) -> Result<NewTopic, (ResponseError, String)
             ));
         }
         for a in &topic.assignments {
-            let replicas = a.broker_ids.iter().map(|b| b.0).collect();
+            let replicas: Vec<i32> = a.broker_ids.iter().map(|b| b.0).collect();
             if assignments.insert(a.partition_index, replicas).is_some() {
                 return Err((
                     ResponseError::InvalidReplicaAssignment,
@@ -150,8 +151,14 @@ fn new_topic(topic: &CreatableTopic) -> Result<NewTopic, (ResponseError, String)
         configs.insert(key, value);
     }
     let (num_partitions, replication_factor) = if assignments.is_empty() {
+        if topic.replication_factor > 0 {
+            check_replication_factor(topic.replication_factor as usize)?;
+        }
         (topic.num_partitions, topic.replication_factor)
     } else {
+        for replicas in assignments.values() {
+            check_replication_factor(replicas.len())?;
+        }
         let rf = assignments
             .values()
             .next()

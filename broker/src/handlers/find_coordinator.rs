@@ -137,8 +137,11 @@ async fn ensure_offsets_topic(
     let topic = NewTopic {
         name: OFFSETS_TOPIC.to_string(),
         num_partitions: cfg.offsets_topic_partitions,
-        // Kafka refuses until enough brokers exist; a single-node cluster uses what it has.
-        replication_factor: (cfg.offsets_topic_replication_factor as usize).min(live) as i16,
+        // Kafka refuses until enough brokers exist; a single-node cluster uses what it has,
+        // and until partitions are replicated no more than one replica is kept.
+        replication_factor: (cfg.offsets_topic_replication_factor as usize)
+            .min(live)
+            .min(crate::partition::MAX_REPLICATION_FACTOR) as i16,
         assignments: BTreeMap::new(),
         configs: BTreeMap::from([
             ("cleanup.policy".to_string(), "compact".to_string()),
