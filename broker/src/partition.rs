@@ -9,7 +9,8 @@ use std::sync::{Arc, Mutex, RwLock, Weak};
 
 use sluice_protocol::ResponseError;
 use sluice_storage::{
-    AppendInfo, BatchIter, FlushPolicy, Log, ReadInfo, RecordBatch, StorageError, TimestampOffset,
+    AppendInfo, BatchIter, CleanupPolicy, FlushPolicy, Log, ReadInfo, RecordBatch, StorageError,
+    TimestampOffset,
 };
 use tokio::sync::Notify;
 use uuid::Uuid;
@@ -217,6 +218,9 @@ impl Partition {
                 ),
             });
         }
+        if self.log.config().cleanup_policy != CleanupPolicy::Delete {
+            check_keys_for_compaction(&batch)?;
+        }
         let producer = (batch.producer_id() >= 0).then(|| {
             ProducerBatch::new(
                 batch.producer_id(),
@@ -275,6 +279,8 @@ impl Partition {
         let leo = self.log.log_end_offset();
         let previous = self.high_watermark.fetch_max(leo, Ordering::AcqRel);
         if leo > previous {
+            // Retention, compaction and DeleteRecords never touch uncommitted data.
+            self.log.set_high_watermark(leo);
             self.wake_waiters();
         }
     }
@@ -351,6 +357,22 @@ impl Partition {
             .delete_records_before(target)
             .map_err(|e| storage_error_code(&e))
     }
+}
+
+/// A compacted topic keeps the latest record per key, so a record without a key could never
+/// be compacted away: Kafka refuses it.
+fn check_keys_for_compaction(batch: &RecordBatch<'_>) -> Result<(), AppendError> {
+    let records = batch.records().map_err(|e| AppendError {
+        code: storage_error_code(&e),
+        message: Some(e.to_string()),
+    })?;
+    if records.iter().any(|r| r.key.is_none()) {
+        return Err(AppendError {
+            code: ResponseError::InvalidRecord,
+            message: Some("compacted topic cannot accept a record without a key".into()),
+        });
+    }
+    Ok(())
 }
 
 /// Producer state as of the log end: the newest snapshot, then every batch after it.
