@@ -39,6 +39,7 @@ const SERVER_KEYS: &[&str] = &[
     "max.connections",
     "queued.max.request.bytes",
     "connections.max.idle.ms",
+    "log.retention.check.interval.ms",
     "broker.session.timeout.ms",
     "group.initial.rebalance.delay.ms",
     "group.min.session.timeout.ms",
@@ -194,6 +195,12 @@ fn build(explicit: BTreeMap<String, String>) -> anyhow::Result<Settings> {
         "queued.max.request.bytes",
         broker.max_queued_request_bytes,
     )?;
+    let check_ms: u64 = parse(
+        get("log.retention.check.interval.ms"),
+        "log.retention.check.interval.ms",
+        30_000,
+    )?;
+    broker.retention_check_interval = Duration::from_millis(check_ms.max(10));
     let idle_ms: u64 = parse(
         get("connections.max.idle.ms"),
         "connections.max.idle.ms",

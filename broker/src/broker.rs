@@ -7,7 +7,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use metrics_exporter_prometheus::PrometheusHandle;
 use sluice_raft::{BrokerRegistration, ControllerError, Endpoint, MetadataImage, MetadataNode};
-use sluice_storage::{LogManager, StorageError};
+use sluice_storage::{LogManager, LogManagerOptions, StorageError};
 use tokio::net::TcpListener;
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
@@ -91,7 +91,11 @@ impl Broker {
             None => None,
         };
 
-        let logs = LogManager::new(config.data_dir.clone())?;
+        let options = LogManagerOptions {
+            maintenance_interval: config.retention_check_interval,
+            ..LogManagerOptions::default()
+        };
+        let logs = LogManager::with_options(config.data_dir.clone(), options)?;
         let replicas = ReplicaManager::new(config.node_id, logs, config.static_configs.clone());
         let (shutdown_tx, _) = watch::channel(false);
         let broker = Arc::new(Broker {

@@ -39,6 +39,9 @@ pub struct BrokerConfig {
     /// `queued.max.request.bytes`: bytes of request frames held across all connections;
     /// beyond it, connections wait before reading more (back-pressure).
     pub max_queued_request_bytes: usize,
+    /// `log.retention.check.interval.ms`: how often retention, compaction and segment.ms
+    /// rolls run over every log.
+    pub retention_check_interval: Duration,
     /// `connections.max.idle.ms`: a connection that sends nothing for this long is closed.
     pub connections_max_idle: Duration,
     /// How often the broker heartbeats to the controller.
@@ -68,6 +71,7 @@ impl BrokerConfig {
             max_connections: 10_000,
             max_inflight_requests_per_connection: 64,
             max_queued_request_bytes: 512 * 1024 * 1024,
+            retention_check_interval: Duration::from_secs(30),
             connections_max_idle: Duration::from_millis(600_000),
             heartbeat_interval: Duration::from_secs(1),
             groups: CoordinatorConfig::default(),

@@ -40,3 +40,29 @@ def test_replication_factor_above_one_is_refused_with_a_reason(broker):
         err = e.args[0]
         assert err.code() == KafkaError.INVALID_REPLICATION_FACTOR, err
         assert "replication factor 1" in err.str(), err.str()
+
+
+def test_time_retention_moves_the_earliest_offset(sluice_factory):
+    """retention.ms on a topic deletes old segments: a consumer's earliest offset moves up
+    and the remaining records are still readable."""
+    import time
+    from confluent_kafka import Consumer, TopicPartition
+    b = sluice_factory("--set", "log.retention.check.interval.ms=200")
+    topic = unique_topic("retention")
+    # Small segments so that there are whole old segments to delete.
+    create_topic(b.bootstrap, topic, partitions=1, config={"segment.bytes": "1024", "retention.ms": "1500"})
+    p = Producer({"bootstrap.servers": b.bootstrap, "linger.ms": 0, "batch.num.messages": 1})
+    for i in range(20):
+        p.produce(topic, key=str(i).encode(), value=b"x" * 200)
+        p.flush(OP_TIMEOUT_S)
+    c = Consumer({"bootstrap.servers": b.bootstrap, "group.id": unique_topic("ret"), "enable.auto.commit": False})
+    low, high = c.get_watermark_offsets(TopicPartition(topic, 0), timeout=OP_TIMEOUT_S)
+    assert (low, high) == (0, 20)
+    deadline = time.time() + 20
+    while time.time() < deadline:
+        low, high = c.get_watermark_offsets(TopicPartition(topic, 0), timeout=OP_TIMEOUT_S, cached=False)
+        if low > 0:
+            break
+        time.sleep(0.3)
+    assert 0 < low <= high == 20, (low, high)
+    c.close()
