@@ -133,6 +133,11 @@ def run_confluent(a, ev):
 
 
 def run_kafka_python(a, ev):
+    import logging
+    # The coordinator's INFO lines say why a member rejoins; they go to the member's stderr.
+    logging.basicConfig(stream=sys.stderr, level=logging.WARNING,
+                        format="%(asctime)s %(name)s %(levelname)s %(message)s")
+    logging.getLogger("kafka.coordinator").setLevel(logging.INFO)
     from kafka import ConsumerRebalanceListener, KafkaConsumer, TopicPartition
     from kafka.errors import KafkaError
     from kafka.structs import OffsetAndMetadata

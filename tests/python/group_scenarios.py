@@ -128,14 +128,20 @@ def new_member_joins(broker, runs, client, produce, n, label, **opts):
 
 
 def static_member_restart(broker, runs, client, produce, n, label, **opts):
-    """Three static members (group.instance.id); m2 is SIGKILLed and restarted at once,
-    well within its session timeout: it gets its old partitions back, the others see no
-    revocation and no new assignment, DescribeGroups shows the same instances and
-    assignments (m2 under a new member id), and nothing is lost."""
+    """Three static members (group.instance.id); m2, a follower, is SIGKILLed and
+    restarted at once, well within its session timeout: it gets its old partitions back,
+    the others see no revocation and no new assignment, DescribeGroups shows the same
+    instances and assignments (m2 under a new member id), and nothing is lost."""
     session_ms = 30000
     topic = new_topic(broker.bootstrap, f"gstatic-{client}")
     run = _run(runs, broker, topic, client)
-    for i in range(3):
+    # m0 joins alone first and so leads the group; the member restarted below (m2) is a
+    # follower. (A restarted static leader is told to lead again; clients that then see
+    # newer topic metadata than they assigned with, as kafka-python does, rejoin and
+    # rebalance on Kafka too.)
+    run.add("m0", session_ms=session_ms, instance_id=f"{run.group}-i0", **THROTTLE, **opts)
+    run.wait_balanced(["m0"], timeout=30)
+    for i in (1, 2):
         run.add(f"m{i}", session_ms=session_ms, instance_id=f"{run.group}-i{i}",
                 **THROTTLE, **opts)
     run.wait_balanced(timeout=30)
@@ -161,7 +167,9 @@ def static_member_restart(broker, runs, client, produce, n, label, **opts):
     back = victim.events().assigns[-1]
     print(f"{label}: static member back with its partitions {back[0] - killed_at:.1f}s "
           f"after SIGKILL (generation {generation_before} -> {back[1]})")
-    assert victim.events().assignment() == victim_parts
+    assert victim.events().assignment() == victim_parts, (
+        f"m2 held {sorted(victim_parts)} before the restart, {sorted(victim.events().assignment())} "
+        f"after\n{run.summary()}")
     if generation_before >= 0:
         assert back[1] == generation_before, "the generation moved: a rebalance happened"
 
@@ -277,3 +285,27 @@ def broker_restart_live(broker, runs, client, produce, n, how, label, **opts):
                 f"{name} re-read {p}/{o}, below offset {committed_before[p]} committed "
                 "before the restart")
     assert committed_confluent(broker.bootstrap, run.group, topic) == partition_ends(where)
+
+
+def shutdown_during_rebalance(broker, runs, client, label, **opts):
+    """A rebalance waits for a member that was SIGKILLed (long session timeout), so the
+    live members' JoinGroup requests are parked in the coordinator; a SIGTERM to the broker
+    must still stop it promptly (it need not wait for parked requests) and exit 0."""
+    topic = new_topic(broker.bootstrap, f"gshut-{client}")
+    run = _run(runs, broker, topic, client)
+    for i in range(2):
+        run.add(f"m{i}", session_ms=30000, **opts)
+    run.wait_balanced(timeout=30)
+    run.members["m1"].kill()
+    run.add("m2", session_ms=30000, **opts)
+    # m0 learns of the rebalance on its next heartbeat and rejoins; m1 never will.
+    run.wait(lambda r: not r.members["m0"].events().assignment(), 15,
+             "m0 gave up its partitions to rejoin")
+    time.sleep(1)
+    state = describe_confluent(broker.bootstrap, run.group).state.name
+    assert state == "PREPARING_REBALANCING", f"expected a pending rebalance, group is {state}"
+    began = time.monotonic()
+    code = broker.stop()
+    took = time.monotonic() - began
+    print(f"{label}: broker stopped {took:.1f}s after SIGTERM with a rebalance pending")
+    assert code == 0, f"sluice exited {code} on SIGTERM"

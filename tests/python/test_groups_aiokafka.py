@@ -51,10 +51,6 @@ def test_committed_offsets_survive_broker_restart(gbroker, runs, how):
     sc.broker_restart(gbroker, runs, "aiokafka", produce_confluent, how, "aiokafka")
 
 
-@pytest.mark.parametrize("how", ["sigkill", "sigterm"])
-def test_members_ride_through_a_broker_restart(gbroker, runs, how):
-    sc.broker_restart_live(gbroker, runs, "aiokafka", produce_confluent, N_FAILURE, how, "aiokafka")
-
 
 def test_time_from_join_to_first_message(gbroker):
     from aiokafka import AIOKafkaConsumer

@@ -54,10 +54,6 @@ def test_committed_offsets_survive_broker_restart(gbroker, runs, how):
     sc.broker_restart(gbroker, runs, "kafka-python", produce_kafka_python, how, "kafka-python")
 
 
-@pytest.mark.parametrize("how", ["sigkill", "sigterm"])
-def test_members_ride_through_a_broker_restart(gbroker, runs, how):
-    sc.broker_restart_live(gbroker, runs, "kafka-python", produce_kafka_python, N_FAILURE, how, "kafka-python")
-
 
 def test_time_from_join_to_first_message(gbroker):
     from kafka import KafkaConsumer
