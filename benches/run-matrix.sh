@@ -10,7 +10,8 @@
 # temporary data dir, reads its CPU seconds and peak RSS from /proc, and stops it at the end;
 # --broker-pid does the /proc part for a broker started elsewhere. --quick uses small record
 # counts (a smoke test, not a measurement). The markdown report goes to stdout and to FILE
-# (default: a new directory under ${TMPDIR:-/tmp}, next to every tool's raw output).
+# (default: a new directory under ${TMPDIR:-/tmp}, next to every tool's raw output). Each
+# run creates its own topic, perf-<cell>-<unix time>; against BROKER_ADDR they are left there.
 #
 # Matrix: record sizes 100 B and 1 KiB x acks 1 and all x 1, 8 and 64 partitions, unthrottled,
 # each topic then consumed in full with no group; then latency at a fixed rate (20,000 msg/s
