@@ -3,7 +3,11 @@
 // a member running in a child process is SIGKILLed and its partitions move to the others
 // within the session timeout with nothing lost; a new member joins mid-stream; admin
 // lists, describes, fetches offsets of and deletes groups; a fresh consumer's
-// join-to-first-message time is measured.
+// join-to-first-message time is measured; a group's committed offsets survive a broker
+// restart (SIGKILL and SIGTERM) and new consumers resume exactly there.
+//
+// The restart tests start a broker of their own (restartableBroker below): broker.js's
+// brokers cannot be restarted on the same data dir.
 //
 // kafkajs is slower than librdkafka and commits every message here, so the runs use 6,000
 // messages (4,500 for the failure scenarios) instead of the issue's 30,000. kafkajs has no
@@ -14,9 +18,12 @@ const { test, before, after } = require('node:test')
 const assert = require('node:assert/strict')
 const { spawn } = require('node:child_process')
 const crypto = require('node:crypto')
+const fs = require('node:fs')
+const net = require('node:net')
+const os = require('node:os')
 const path = require('node:path')
 const { AssignerProtocol } = require('kafkajs')
-const { startBroker, sleep } = require('./broker')
+const { startBroker, httpGet, sleep } = require('./broker')
 const { message, check, kafkaFor, startMember, KEYS } = require('./group_member')
 
 const PARTITIONS = 6
@@ -391,3 +398,133 @@ test('time from join to first message', withLog(async () => {
   console.log(`kafkajs: join-to-first-message ${times.join(', ')} ms (median ${sorted[1]} ms, includes connect)`)
   assert.ok(Math.max(...times) < 10000)
 }))
+
+// A sluice on fixed ports and data dir that can be killed and started again.
+async function restartableBroker () {
+  const port = () => new Promise((resolve, reject) => {
+    const srv = net.createServer()
+    srv.once('error', reject)
+    srv.listen(0, '127.0.0.1', () => { const p = srv.address().port; srv.close(() => resolve(p)) })
+  })
+  const root = fs.mkdtempSync(path.join(os.tmpdir(), 'sluice-kafkajs-restart-'))
+  const bootstrap = `127.0.0.1:${await port()}`
+  const adminAddr = `127.0.0.1:${await port()}`
+  const logPath = path.join(root, 'sluice.log')
+  const bin = process.env.SLUICE_BIN || path.resolve(__dirname, '..', '..', 'target', 'debug', 'sluice')
+  const args = ['serve', '--data-dir', path.join(root, 'data'), '--listen', bootstrap, '--advertise', bootstrap,
+    '--admin-listen', adminAddr, '--node-id', '1', '--num-partitions', '3',
+    '--set', 'group.initial.rebalance.delay.ms=0']
+  let child = null
+  let exited = null
+  const b = {
+    bootstrap,
+    log: () => fs.readFileSync(logPath, 'utf8'),
+    async start () {
+      const fd = fs.openSync(logPath, 'a')
+      exited = null
+      child = spawn(bin, args, { stdio: ['ignore', fd, fd], env: { ...process.env, NO_COLOR: '1' } })
+      fs.closeSync(fd)
+      child.on('exit', (code, signal) => { exited = { code, signal } })
+      const deadline = Date.now() + 30000
+      for (;;) {
+        if (exited) throw new Error(`sluice exited early ${JSON.stringify(exited)}`)
+        try { if ((await httpGet(adminAddr, '/readyz')).status === 200) return } catch (_) {}
+        if (Date.now() > deadline) throw new Error('sluice not ready within 30 s')
+        await sleep(100)
+      }
+    },
+    async stop (signal) {
+      if (!child || exited) return exited
+      child.kill(signal)
+      const deadline = Date.now() + 10000
+      while (!exited && Date.now() < deadline) await sleep(50)
+      if (!exited) {
+        child.kill('SIGKILL')
+        while (!exited) await sleep(50)
+        throw new Error(`sluice did not exit within 10 s of ${signal}`)
+      }
+      return exited
+    },
+    remove () { fs.rmSync(root, { recursive: true, force: true }) }
+  }
+  await b.start()
+  return b
+}
+
+for (const signal of ['SIGKILL', 'SIGTERM']) {
+  test(`committed offsets survive a broker restart (${signal}); consumers resume there`, async () => {
+    const own = await restartableBroker()
+    const ownKafka = kafkaFor(own.bootstrap, 'sluice-kafkajs-restart')
+    const ownAdmin = ownKafka.admin()
+    const members = []
+    try {
+      await ownAdmin.connect()
+      const topic = unique('grestart-kafkajs')
+      assert.equal(await ownAdmin.createTopics({ topics: [{ topic, numPartitions: PARTITIONS }], waitForLeaders: true }), true)
+      const group = unique('grp-kafkajs-restart')
+      const ends = async () => Object.fromEntries((await ownAdmin.fetchTopicOffsets(topic)).map(o => [o.partition, Number(o.high)]))
+      const fetch = async () => Object.fromEntries((await ownAdmin.fetchOffsets({ groupId: group, topics: [topic] }))[0].partitions.map(p => [p.partition, Number(p.offset)]))
+      const send = async (from, to) => {
+        const producer = ownKafka.producer()
+        await producer.connect()
+        const messages = []
+        for (let seq = from; seq < to; seq++) messages.push(message(seq))
+        await producer.send({ topic, acks: -1, messages })
+        await producer.disconnect()
+      }
+      const phase = async (tag, want) => {
+        const logs = ['a', 'b', 'c'].map(n => new Log(`${tag}${n}`))
+        for (const log of logs) {
+          members.push(await startMember({ bootstrap: own.bootstrap, group, topic, name: log.name }, line => log.push(line)))
+        }
+        const deadline = Date.now() + 60000
+        const seen = () => new Set(logs.flatMap(l => l.msgs().map(m => m.seq)))
+        while (![...want].every(s => seen().has(s))) {
+          if (Date.now() > deadline) throw new Error(`${tag}: consumed ${seen().size} of ${want.size}`)
+          await sleep(100)
+        }
+        while (members.length) await members.pop().stop()
+        return logs
+      }
+
+      await send(0, 3000)
+      const first = await phase('p1-', new Set(range(0, 3000)))
+      const endsBefore = await ends()
+      checkMessages(first, range(0, 3000), endsBefore, false)
+      const committedBefore = await fetch()
+      assert.deepEqual(committedBefore, endsBefore)
+      await send(3000, 4500)
+
+      await ownAdmin.disconnect()
+      const exit = await own.stop(signal)
+      if (signal === 'SIGTERM') assert.deepEqual(exit, { code: 0, signal: null })
+      await own.start()
+      await ownAdmin.connect()
+      assert.deepEqual(await fetch(), committedBefore, 'committed offsets changed across the restart')
+
+      const second = await phase('p2-', new Set(range(3000, 4500)))
+      const msgs = second.flatMap(l => l.msgs())
+      assert.deepEqual(msgs.filter(m => m.seq < 3000).slice(0, 5), [], 're-delivered from before the committed offset')
+      assert.ok(msgs.every(m => m.ok === 1), 'not byte-exact')
+      for (let p = 0; p < PARTITIONS; p++) {
+        const offsets = msgs.filter(m => m.p === p).map(m => m.o)
+        const endNow = (await ends())[p]
+        if (endNow > committedBefore[p]) {
+          assert.equal(Math.min(...offsets), committedBefore[p], `partition ${p} resumed elsewhere than its committed offset`)
+        } else {
+          assert.equal(offsets.length, 0)
+        }
+      }
+      assert.deepEqual(await fetch(), await ends())
+      console.log(`kafkajs (${signal}): resumed at the committed offsets, ${msgs.length} deliveries for 1500 messages`)
+    } catch (err) {
+      err.message += `\n${own.log().slice(-20000)}`
+      throw err
+    } finally {
+      while (members.length) await members.pop().stop().catch(() => {})
+      await ownAdmin.disconnect().catch(() => {})
+      await own.stop('SIGTERM').catch(() => {})
+      own.remove()
+    }
+  })
+}
