@@ -8,6 +8,7 @@ join. Every wait here is bounded and names what it waited for when it gives up.
 """
 
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -284,10 +285,12 @@ class GroupRun:
         assert not errors, errors
 
     def close(self):
+        """Kills members still running and removes the event files."""
         for m in self.members.values():
             if m.alive():
                 m.proc.kill()
                 m.proc.wait(timeout=10)
+        shutil.rmtree(self.dir, ignore_errors=True)
 
 
 # ----------------------------------------------------------------------------- checks
