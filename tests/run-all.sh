@@ -108,13 +108,17 @@ run_node() {
 run_step "cargo-unit" timeout 1500 cargo test --workspace --exclude sluice-client-tests --no-fail-fast
 run_step "pytest" run_pytest
 run_step "node" run_node
+# The metadata quorum's deterministic simulation (turmoil): seeded crashes, restarts and
+# partitions of three voters with brokers heartbeating. Replay one seed with
+# SLUICE_SIM_SEEDS=N cargo test -p sluice-raft --features sim --test sim -- --nocapture.
+run_step "raft-sim" env SLUICE_SIM_SEEDS="${SLUICE_SIM_SEEDS:-1-200}" timeout 1200 cargo test -p sluice-raft --features sim --test sim
 run_step "rust-clients" timeout 1200 cargo test -p sluice-client-tests --no-fail-fast
 
 # ---------------------------------------------------------------------------- summary
 # Totals over every runner, read from their own closing lines.
 tests_passed=0; tests_failed=0; tests_skipped=0
 add() { tests_passed=$((tests_passed + ${1:-0})); tests_failed=$((tests_failed + ${2:-0})); tests_skipped=$((tests_skipped + ${3:-0})); }
-for f in "$LOGS/cargo-unit.log" "$LOGS/rust-clients.log"; do
+for f in "$LOGS/cargo-unit.log" "$LOGS/raft-sim.log" "$LOGS/rust-clients.log"; do
   [ -f "$f" ] || continue
   while read -r p fl ig; do add "$p" "$fl" "$ig"; done < <(
     sed -n 's/^test result: [a-zA-Z]*\. \([0-9]*\) passed; \([0-9]*\) failed; \([0-9]*\) ignored.*/\1 \2 \3/p' "$f")
