@@ -107,7 +107,9 @@ def test_confluent_admin_lists_describes_and_deletes_groups(gbroker, runs):
 
     # Committed offsets and lag: the active group is at the end; the idle group stopped
     # at its own end and lags by what came after (the active group's 600 were before).
-    assert committed_confluent(gbroker.bootstrap, active.group, topic) == ends
+    # (The active group also reads the idle group's 300 messages: wait for its commits.)
+    active.wait(lambda r: committed_confluent(gbroker.bootstrap, r.group, topic) == ends,
+                30, "the active group committed the partition ends")
     idle_committed = committed_confluent(gbroker.bootstrap, idle.group, topic)
     assert idle_committed == ends
     extra = produce_confluent(gbroker.bootstrap, topic, range(900, 1000))
@@ -119,9 +121,14 @@ def test_confluent_admin_lists_describes_and_deletes_groups(gbroker, runs):
         want_lag[p] += 1
     assert lag == want_lag and sum(lag.values()) == 100
 
+    # The active group reads and commits the extra messages too.
+    all_ends = partition_ends({**where, **extra})
+    active.wait(lambda r: committed_confluent(gbroker.bootstrap, r.group, topic) == all_ends,
+                30, "the active group committed the partition ends")
+
     # DeleteGroups: refused while members are in the group, done once it is empty.
     assert delete_group_error(client, active.group) == ERR_NON_EMPTY_GROUP
-    assert committed_confluent(gbroker.bootstrap, active.group, topic) == ends
+    assert committed_confluent(gbroker.bootstrap, active.group, topic) == all_ends
     active.stop_all()
     assert describe_confluent(gbroker.bootstrap, active.group).state == ConsumerGroupState.EMPTY
     assert delete_group_error(client, active.group) is None
