@@ -148,6 +148,8 @@ def test_kafka_python_admin_groups_offsets_and_offset_delete(gbroker, runs):
     topic = new_topic(gbroker.bootstrap, "gadmin-kp")
     run, where = consumed_group(gbroker, runs, topic, members=2, n=600)
     ends = partition_ends(where)
+    run.wait(lambda r: committed_confluent(gbroker.bootstrap, r.group, topic) == ends, 30,
+             "the group committed the partition ends")
     ka = KafkaAdminClient(bootstrap_servers=gbroker.bootstrap, request_timeout_ms=15000)
     try:
         listed = {g["group_id"]: g for g in ka.list_groups()}
