@@ -336,6 +336,12 @@ test('admin lists, describes, fetches offsets of and deletes groups', withLog(as
     await g.waitFor(() => g.balanced(['m0', 'm1']), 30000, 'two members balanced')
     const ends = await produce(topic, 0, 600)
     await g.waitFor(() => g.seen().size === 600, 60000, 'all 600 consumed')
+    // The last message's commit follows its consumption: wait (bounded) for it.
+    for (const until = Date.now() + 30000; ;) {
+      if (JSON.stringify(await committed(g.group, topic)) === JSON.stringify(ends)) break
+      if (Date.now() > until) assert.fail(`committed ${JSON.stringify(await committed(g.group, topic))} != ends ${JSON.stringify(ends)}`)
+      await sleep(100)
+    }
 
     const { groups } = await admin.listGroups()
     assert.ok(groups.some(x => x.groupId === g.group && x.protocolType === 'consumer'), 'listGroups')
