@@ -262,6 +262,7 @@ impl RunningBroker {
         let broker = self.broker;
         broker.ready.store(false, Ordering::Release);
         let _ = broker.shutdown_tx.send(true);
+        broker.groups.shutdown();
         if tokio::time::timeout(Duration::from_secs(10), self.server)
             .await
             .is_err()

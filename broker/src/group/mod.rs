@@ -653,6 +653,16 @@ impl GroupCoordinator {
         }
     }
 
+    /// Shutting down: parked JoinGroup and SyncGroup requests are answered NOT_COORDINATOR
+    /// now (as Kafka does when a coordinator unloads) instead of holding their connections
+    /// open until the rebalance times out.
+    pub fn shutdown(&self) {
+        let groups: Vec<Arc<Mutex<Group>>> = lock(&self.groups).values().cloned().collect();
+        for group in groups {
+            lock(&group).fail_waiters(ResponseError::NotCoordinator);
+        }
+    }
+
     /// (group, topic, partition, committed offset) of every commit, for lag metrics.
     pub fn committed_offsets(&self) -> Vec<(String, String, i32, i64)> {
         lock(&self.offsets)

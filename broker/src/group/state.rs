@@ -907,6 +907,19 @@ impl Group {
         before != (self.generation, self.members.len(), self.state)
     }
 
+    /// Answers every parked JoinGroup and SyncGroup with `error` (the coordinator is going
+    /// away); members keep their place and rejoin wherever the group is coordinated next.
+    pub fn fail_waiters(&mut self, error: ResponseError) {
+        for m in self.members.values_mut() {
+            if let Some(w) = m.join_waiter.take() {
+                let _ = w.send(JoinResult::error(error, &m.id));
+            }
+            if let Some(w) = m.sync_waiter.take() {
+                let _ = w.send(SyncResult::error(error));
+            }
+        }
+    }
+
     /// Marks the group deleted; parked requests learn the coordinator moved on.
     pub fn mark_dead(&mut self, now_ms: i64) {
         for m in self.members.values_mut() {
