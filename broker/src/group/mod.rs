@@ -778,6 +778,59 @@ mod tests {
     }
 
     #[test]
+    fn offsets_of_empty_groups_expire_after_the_retention_and_stay_expired_after_reload() {
+        let log = MemLog::default();
+        let cfg = CoordinatorConfig {
+            offsets_retention: Duration::from_secs(60),
+            ..CoordinatorConfig::default()
+        };
+        let c = GroupCoordinator::new(cfg.clone());
+        let old = OffsetValue {
+            commit_timestamp_ms: now_ms() - 120_000,
+            ..offset(5)
+        };
+        c.commit_offsets(&log, "stale", -1, "", None, vec![("t".into(), 0, old)])
+            .unwrap();
+        c.commit_offsets(
+            &log,
+            "fresh",
+            -1,
+            "",
+            None,
+            vec![("t".into(), 0, offset(6))],
+        )
+        .unwrap();
+        // The simple-commit groups were created Empty "now": expiry counts from the later of
+        // the commit and the group becoming empty, so age the stale group's state too.
+        lock(&c.group("stale").unwrap()).state_timestamp_ms = now_ms() - 120_000;
+        c.tick(&log);
+        assert!(
+            c.fetch_offsets("stale", None).is_empty(),
+            "older than offsets.retention.minutes"
+        );
+        assert_eq!(
+            c.fetch_offsets("fresh", None)[0].1[0]
+                .1
+                .as_ref()
+                .map(|v| v.offset),
+            Some(6)
+        );
+
+        let reloaded = GroupCoordinator::new(cfg);
+        reloaded
+            .load_partition(&log, c.partition_for("stale"))
+            .unwrap();
+        reloaded
+            .load_partition(&log, c.partition_for("fresh"))
+            .unwrap();
+        assert!(
+            reloaded.fetch_offsets("stale", None).is_empty(),
+            "the expiry was written as tombstones"
+        );
+        assert_eq!(reloaded.fetch_offsets("fresh", None).len(), 1);
+    }
+
+    #[test]
     fn commits_from_unknown_generations_are_refused() {
         let log = MemLog::default();
         let c = GroupCoordinator::new(CoordinatorConfig::default());
