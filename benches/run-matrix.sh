@@ -163,6 +163,8 @@ case "$broker_addr" in
     *) echo "warning: $broker_addr is not a loopback address" >&2 ;;
 esac
 cpu_at_start="$(cpu_seconds)"
+# Other work on the machine skews every figure; the load averages say how much there was.
+load_at_start="$(cut -d' ' -f1-3 /proc/loadavg)"
 
 # ---- one run of each tool ----------------------------------------------------------------
 # Sets r_msgs r_mb r_p50 r_p95 r_p99 r_p999 (latencies in ms, from the microsecond line)
@@ -267,6 +269,7 @@ done
 cpu_at_end="$(cpu_seconds)"
 peak_rss="$(status_kb VmHWM)"
 end_rss="$(status_kb VmRSS)"
+load_at_end="$(cut -d' ' -f1-3 /proc/loadavg)"
 
 # ---- targets (issue 7), from the 1-partition cells --------------------------------------
 target_row() { # label measured goal pass
@@ -294,7 +297,7 @@ lat_p99_l0="${result[latency-l0-p1]}"
     echo
     echo "- date: $(date -u '+%Y-%m-%d %H:%M UTC'); commit $(git rev-parse --short HEAD 2>/dev/null || echo unknown)$( [ -n "$(git status --porcelain --untracked-files=no 2>/dev/null)" ] && echo ' (with uncommitted changes)')"
     echo "- command: \`benches/run-matrix.sh $($start_broker && echo --start-broker || echo "$broker_addr")$($quick && echo ' --quick')\`$($quick && echo ' (quick: record counts too small for a measurement)')"
-    echo "- machine: $(nproc) cores ($(grep -m1 'model name' /proc/cpuinfo | sed 's/.*: //')), $(free -m | awk '/^Mem:/ { printf "%.1f GiB", $2 / 1024 }') memory, kernel $(uname -r)"
+    echo "- machine: $(nproc) cores ($(grep -m1 'model name' /proc/cpuinfo | sed 's/.*: //')), $(free -m | awk '/^Mem:/ { printf "%.1f GiB", $2 / 1024 }') memory, kernel $(uname -r); load average (1/5/15 min) $load_at_start at the start, $load_at_end at the end"
     if $start_broker; then
         echo "- broker: \`sluice serve\` (release), data dir on $(df -hT "$work" | awk 'NR == 2 { printf "%s %s (%s, %s free)", $1, $2, $3, $5 }'), default flush policy; client and broker share the cores"
     else
