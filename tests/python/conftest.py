@@ -200,3 +200,19 @@ def sluice_factory(request):
 def broker(sluice_factory) -> SluiceBroker:
     """A single-node sluice with 3 default partitions and topic auto-creation on."""
     return sluice_factory("--num-partitions", "3", "--auto-create-topics-enable", "true")
+
+
+# Consumer-group tests (test_groups_*.py) share these: a broker with the initial rebalance
+# delay at 0, and the group runs (member processes) a test started, closed afterwards.
+@pytest.fixture
+def gbroker(sluice_factory):
+    from group_broker import start_broker
+    return start_broker(sluice_factory)
+
+
+@pytest.fixture
+def runs():
+    made = []
+    yield made
+    for run in made:
+        run.close()

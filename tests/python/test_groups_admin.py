@@ -5,29 +5,15 @@ GROUP_ID_NOT_FOUND) and delete offsets (OffsetDelete, refused with
 GROUP_SUBSCRIBED_TO_TOPIC while a member subscribes to the topic), with confluent-kafka's
 AdminClient and kafka-python's KafkaAdminClient. Members are group_member.py processes."""
 
-import pytest
 from confluent_kafka import ConsumerGroupState, KafkaException, TopicPartition
 from confluent_kafka.admin import OffsetSpec
 
 from group_broker import (PARTITIONS, GroupRun, committed_confluent, describe_confluent,
-                          new_topic, partition_ends, produce_confluent, start_broker)
+                          new_topic, partition_ends, produce_confluent)
 from helpers import OP_TIMEOUT_S, admin
 
 ERR_NON_EMPTY_GROUP = 68
 ERR_GROUP_ID_NOT_FOUND = 69
-
-
-@pytest.fixture
-def gbroker(sluice_factory):
-    return start_broker(sluice_factory)
-
-
-@pytest.fixture
-def runs():
-    made = []
-    yield made
-    for run in made:
-        run.close()
 
 
 def consumed_group(broker, runs, topic, members: int, n: int, start: int = 0):

@@ -21,24 +21,11 @@ import pytest
 from confluent_kafka import Consumer
 
 import group_scenarios as sc
-from group_broker import message, new_topic, produce_confluent, start_broker
+from group_broker import message, new_topic, produce_confluent
 
 STRATEGIES = ["range", "cooperative-sticky"]
 N_EXACT = 30000
 N_FAILURE = 6000
-
-
-@pytest.fixture
-def gbroker(sluice_factory):
-    return start_broker(sluice_factory)
-
-
-@pytest.fixture
-def runs():
-    made = []
-    yield made
-    for run in made:
-        run.close()
 
 
 @pytest.mark.parametrize("strategy", STRATEGIES)

@@ -11,23 +11,10 @@ import uuid
 import pytest
 
 import group_scenarios as sc
-from group_broker import message, new_topic, produce_kafka_python, start_broker
+from group_broker import message, new_topic, produce_kafka_python
 
 N_EXACT = 6000
 N_FAILURE = 4500
-
-
-@pytest.fixture
-def gbroker(sluice_factory):
-    return start_broker(sluice_factory)
-
-
-@pytest.fixture
-def runs():
-    made = []
-    yield made
-    for run in made:
-        run.close()
 
 
 def test_three_members_consume_every_message_exactly_once(gbroker, runs):

@@ -10,30 +10,16 @@ member that catches up and a group that is deleted."""
 import re
 import time
 
-import pytest
 from confluent_kafka import Consumer, TopicPartition
 
 from conftest import http_get
 from group_broker import (PARTITIONS, GroupRun, new_topic, partition_ends, produce_confluent,
-                          start_broker, unique)
+                          unique)
 from helpers import OP_TIMEOUT_S, admin
 
 SAMPLE = re.compile(r'^([a-zA-Z_:][a-zA-Z0-9_:]*)(?:\{(.*)\})?\s+(\S+)(?:\s+\d+)?$')
 LABEL = re.compile(r'([a-zA-Z_][a-zA-Z0-9_]*)="((?:[^"\\]|\\.)*)"')
 SCRAPE_WAIT_S = 15.0
-
-
-@pytest.fixture
-def gbroker(sluice_factory):
-    return start_broker(sluice_factory)
-
-
-@pytest.fixture
-def runs():
-    made = []
-    yield made
-    for run in made:
-        run.close()
 
 
 def scrape(broker):

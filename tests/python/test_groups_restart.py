@@ -9,22 +9,9 @@ own test_groups_<client>.py."""
 import pytest
 
 import group_scenarios as sc
-from group_broker import produce_confluent, produce_kafka_python, start_broker
+from group_broker import produce_confluent, produce_kafka_python
 
 N = 4500
-
-
-@pytest.fixture
-def gbroker(sluice_factory):
-    return start_broker(sluice_factory)
-
-
-@pytest.fixture
-def runs():
-    made = []
-    yield made
-    for run in made:
-        run.close()
 
 
 @pytest.mark.parametrize("client,how,opts", [
