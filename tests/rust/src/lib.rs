@@ -126,7 +126,10 @@ impl Broker {
     /// The broker's stdout and stderr so far.
     pub fn log(&self) -> String {
         let text = std::fs::read_to_string(&self.log_path).unwrap_or_default();
-        format!("----- sluice log ({}) -----\n{text}", self.log_path.display())
+        format!(
+            "----- sluice log ({}) -----\n{text}",
+            self.log_path.display()
+        )
     }
 
     fn stop(&mut self) {
@@ -161,7 +164,9 @@ impl Drop for Broker {
 
 /// Deterministic test payload: `len` bytes that depend on `seed`, covering all byte values.
 pub fn payload(seed: u64, len: usize) -> Vec<u8> {
-    let mut state = seed.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+    let mut state = seed
+        .wrapping_mul(6364136223846793005)
+        .wrapping_add(1442695040888963407);
     (0..len)
         .map(|_| {
             state = state

@@ -98,7 +98,10 @@ async fn rdkafka_produce_consume_round_trip() {
     for (i, m) in messages.iter().enumerate() {
         let mut headers = OwnedHeaders::new();
         for (k, v) in &m.headers {
-            headers = headers.insert(Header { key: k, value: Some(v) });
+            headers = headers.insert(Header {
+                key: k,
+                value: Some(v),
+            });
         }
         // Explicit partition by key so the expected per-partition order is known.
         let partition = (i % 7) as i32 % PARTITIONS;
@@ -202,6 +205,10 @@ async fn rdkafka_produce_consume_round_trip() {
         let (low, high) = consumer
             .fetch_watermarks(topic, p, Duration::from_secs(10))
             .expect("watermarks");
-        assert_eq!((low, high), (0, expected[&p].len() as i64), "watermarks of {p}");
+        assert_eq!(
+            (low, high),
+            (0, expected[&p].len() as i64),
+            "watermarks of {p}"
+        );
     }
 }

@@ -22,7 +22,9 @@ fn record(i: usize) -> Record {
         value: Some(payload(1000 + i as u64, 1 + (i * 101) % 5000)),
         headers,
         // Millisecond precision is what the wire carries.
-        timestamp: Utc.timestamp_millis_opt(1_700_000_000_000 + i as i64).unwrap(),
+        timestamp: Utc
+            .timestamp_millis_opt(1_700_000_000_000 + i as i64)
+            .unwrap(),
     }
 }
 
