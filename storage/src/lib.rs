@@ -42,6 +42,7 @@ mod batch;
 mod checkpoint;
 mod compaction;
 mod config;
+mod control;
 mod epoch_cache;
 mod error;
 mod index;
@@ -59,6 +60,7 @@ pub use batch::{
     LOG_OVERHEAD, MAGIC_V2,
 };
 pub use compaction::{CompactionStats, DEFAULT_MAX_MAP_ENTRIES};
+pub use control::{control_batch, ControlType};
 pub use config::{CleanupPolicy, FlushPolicy, LogConfig, TimestampType};
 pub use error::StorageError;
 pub use log::{AppendInfo, Log, ReadInfo, TimestampOffset, DEFAULT_MAX_OPEN_SEGMENTS};

@@ -391,6 +391,21 @@ impl BatchBuilder {
     /// The finished batch with its CRC.
     pub fn build(&self) -> Result<Bytes, StorageError> {
         let records = compress(self.compression, &self.records)?;
+        Ok(self.encode(&records))
+    }
+
+    /// The finished batch, written uncompressed whatever `compression` says; unlike
+    /// [`BatchBuilder::build`] it cannot fail (control batches are never compressed).
+    pub(crate) fn build_uncompressed(&self) -> Bytes {
+        let plain = BatchBuilder {
+            compression: Compression::None,
+            ..self.clone()
+        };
+        plain.encode(&self.records)
+    }
+
+    /// Header, CRC and the given (already compressed) record bytes.
+    fn encode(&self, records: &[u8]) -> Bytes {
         let mut attrs = self.compression.id();
         if self.log_append_time {
             attrs |= 0x08;
@@ -426,7 +441,7 @@ impl BatchBuilder {
         out.put_slice(&records);
         let crc = crc32c::crc32c(&out[batch::CRC_START..]);
         out[batch::CRC_AT..batch::CRC_AT + 4].copy_from_slice(&crc.to_be_bytes());
-        Ok(out.freeze())
+        out.freeze()
     }
 }
 
