@@ -54,14 +54,15 @@ mod recovery;
 mod retention;
 mod segment;
 mod time_lookup;
+mod txn_index;
 
 pub use batch::{
     set_base_offset, set_partition_leader_epoch, BatchIter, Compression, RecordBatch, HEADER_SIZE,
     LOG_OVERHEAD, MAGIC_V2,
 };
 pub use compaction::{CompactionStats, DEFAULT_MAX_MAP_ENTRIES};
-pub use control::{control_batch, ControlType};
 pub use config::{CleanupPolicy, FlushPolicy, LogConfig, TimestampType};
+pub use control::{control_batch, ControlType};
 pub use error::StorageError;
 pub use log::{AppendInfo, Log, ReadInfo, TimestampOffset, DEFAULT_MAX_OPEN_SEGMENTS};
 pub use manager::{LogManager, LogManagerOptions};
@@ -69,6 +70,7 @@ pub use records::{
     compress, decompress, simple_batch, BatchBuilder, Record, RecordHeader, MAX_DECOMPRESSED_BYTES,
 };
 pub use segment::HandleCache;
+pub use txn_index::AbortedTxn;
 
 #[cfg(test)]
 mod proptests;

@@ -760,6 +760,10 @@ impl Log {
     }
 
     fn after_truncation(&self, new_end: i64) -> Result<(), StorageError> {
+        // Aborts whose marker was cut off did not happen as far as this replica knows.
+        for s in self.segment_list() {
+            s.txn_index().truncate_from(new_end)?;
+        }
         lock(&self.epochs).truncate_from_end(new_end)?;
         producer_snapshot::remove_above(&self.dir, new_end)?;
         self.recovery_point.fetch_min(new_end, Ordering::AcqRel);
@@ -813,6 +817,7 @@ impl Log {
                 Err(e) => return Err(e),
             }
         }
+        self.sync_txn_indexes()?;
         self.advance_recovery_point(target)
     }
 

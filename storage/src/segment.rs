@@ -1,5 +1,6 @@
-//! One segment: a `.log` file of whole batches plus its `.index` and `.timeindex`, named by
-//! the base offset (20 digits, as Kafka). Old segments open their files lazily and a shared
+//! One segment: a `.log` file of whole batches plus its `.index` and `.timeindex` (and a
+//! `.txnindex` once a transaction is aborted in it), named by the base offset (20 digits, as
+//! Kafka). Old segments open their files lazily and a shared
 //! [`HandleCache`] closes the least recently used ones above a cap; the active segment is
 //! pinned open.
 //!
@@ -18,6 +19,7 @@ use bytes::Bytes;
 use crate::batch::{peek_batch_size, RecordBatch, HEADER_SIZE};
 use crate::error::StorageError;
 use crate::index::{OffsetIndex, TimeIndex};
+use crate::txn_index::{TxnIndex, TXN_INDEX_SUFFIX};
 
 pub(crate) const LOG_SUFFIX: &str = "log";
 /// Entry spacing when an old segment's index is rebuilt on first use (Kafka's default
@@ -142,6 +144,8 @@ pub(crate) struct Segment {
     cache: Arc<HandleCache>,
     /// The index sanity check ran (once per process for an old segment).
     index_checked: AtomicBool,
+    /// Aborted transactions whose ABORT marker is in this segment (held in memory).
+    txn_index: TxnIndex,
 }
 
 impl Segment {
@@ -159,6 +163,7 @@ impl Segment {
             lru_tick: AtomicU64::new(0),
             cache,
             index_checked: AtomicBool::new(false),
+            txn_index: TxnIndex::empty(file_path(dir, base_offset, TXN_INDEX_SUFFIX)),
         }
     }
 
@@ -190,6 +195,10 @@ impl Segment {
 
     pub fn path(&self, suffix: &str) -> PathBuf {
         file_path(&self.dir, self.base_offset, suffix)
+    }
+
+    pub fn txn_index(&self) -> &TxnIndex {
+        &self.txn_index
     }
 
     pub fn size(&self) -> u64 {
@@ -346,7 +355,12 @@ impl Segment {
         self.pinned.store(false, Ordering::Release);
         self.cache.forget(self);
         *lock(&self.handles) = None;
-        for suffix in [LOG_SUFFIX, INDEX_SUFFIX, TIME_INDEX_SUFFIX] {
+        for suffix in [
+            LOG_SUFFIX,
+            INDEX_SUFFIX,
+            TIME_INDEX_SUFFIX,
+            TXN_INDEX_SUFFIX,
+        ] {
             match std::fs::remove_file(self.path(suffix)) {
                 Ok(()) => {}
                 Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
@@ -369,6 +383,7 @@ impl Segment {
         h.file.sync_data()?;
         read(&h.index).flush()?;
         read(&h.time_index).flush()?;
+        self.txn_index.sync()?;
         Ok(())
     }
 
