@@ -1,7 +1,8 @@
 //! Opening a log directory: find the segments, finish or undo interrupted file operations,
 //! and either trust the files (clean-shutdown marker present) or scan every segment from the
 //! recovery point on — verifying each batch's CRC and offsets, truncating at the first bad
-//! batch, deleting later segments and rebuilding indexes.
+//! batch, deleting later segments and rebuilding indexes. Each segment's aborted-transaction
+//! index is loaded (a torn last entry dropped) and cut back to the recovered log end.
 
 use std::collections::BTreeMap;
 use std::fs::OpenOptions;
@@ -16,6 +17,7 @@ use crate::segment::{
     file_path, pread, read, write, HandleCache, Handles, Segment, INDEX_SUFFIX, LOG_SUFFIX,
     TIME_INDEX_SUFFIX,
 };
+use crate::txn_index::TXN_INDEX_SUFFIX;
 
 /// Suffixes of files that only exist while an operation is under way: a crash leaves them
 /// behind and they are deleted on open.
@@ -74,7 +76,8 @@ pub(crate) fn load(
     let clean = marker.exists();
     let idx_max = cfg.index_max_bytes();
 
-    // Leftovers first: finish swaps, drop temporaries.
+    // Leftovers first: finish swaps, then drop temporaries (a swap may still need its
+    // cleaned transaction index).
     let mut names = Vec::new();
     for entry in std::fs::read_dir(dir)? {
         if let Some(n) = entry?.file_name().to_str() {
@@ -92,7 +95,12 @@ pub(crate) fn load(
                 for other in &names {
                     if let Some(b) = parse_base(other, LOG_SUFFIX) {
                         if b > base && b <= last {
-                            for suffix in [LOG_SUFFIX, INDEX_SUFFIX, TIME_INDEX_SUFFIX] {
+                            for suffix in [
+                                LOG_SUFFIX,
+                                INDEX_SUFFIX,
+                                TIME_INDEX_SUFFIX,
+                                TXN_INDEX_SUFFIX,
+                            ] {
                                 remove_if_exists(&file_path(dir, b, suffix))?;
                             }
                         }
@@ -101,21 +109,35 @@ pub(crate) fn load(
                 std::fs::rename(&path, dir.join(orig))?;
                 remove_if_exists(&file_path(dir, base, INDEX_SUFFIX))?;
                 remove_if_exists(&file_path(dir, base, TIME_INDEX_SUFFIX))?;
+                // The swap wrote the union of the replaced segments' aborted transactions
+                // before its commit point; while that file is still under its temporary
+                // name it is the one to keep. Once renamed, `.txnindex` is already it.
+                let cleaned_txns = file_path(dir, base, &format!("{TXN_INDEX_SUFFIX}.cleaned"));
+                if cleaned_txns.exists() {
+                    std::fs::rename(&cleaned_txns, file_path(dir, base, TXN_INDEX_SUFFIX))?;
+                }
             } else {
                 remove_if_exists(&path)?;
             }
-        } else if TEMP_SUFFIXES.iter().any(|s| name.ends_with(s)) {
-            remove_if_exists(&path)?;
+        }
+    }
+    for name in &names {
+        if TEMP_SUFFIXES.iter().any(|s| name.ends_with(s)) {
+            remove_if_exists(&dir.join(name))?;
         }
     }
     let mut bases = Vec::new();
     let mut index_files = Vec::new();
+    let mut txn_index_bases = Vec::new();
     for entry in std::fs::read_dir(dir)? {
         let Some(name) = entry?.file_name().to_str().map(str::to_string) else {
             continue;
         };
         if let Some(b) = parse_base(&name, LOG_SUFFIX) {
             bases.push(b);
+        } else if let Some(b) = parse_base(&name, TXN_INDEX_SUFFIX) {
+            txn_index_bases.push(b);
+            index_files.push((b, name));
         } else if let Some(b) =
             parse_base(&name, INDEX_SUFFIX).or_else(|| parse_base(&name, TIME_INDEX_SUFFIX))
         {
@@ -146,6 +168,12 @@ pub(crate) fn load(
     for &b in &bases {
         let len = std::fs::metadata(file_path(dir, b, LOG_SUFFIX))?.len();
         segments.insert(b, Arc::new(Segment::new(dir, b, len, cache.clone())));
+    }
+    // Only segments that have a transaction index file are read (most have none).
+    for b in txn_index_bases {
+        if let Some(seg) = segments.get(&b) {
+            seg.txn_index().load(b)?;
+        }
     }
 
     let mut scans: BTreeMap<i64, ScanResult> = BTreeMap::new();
@@ -213,6 +241,10 @@ pub(crate) fn load(
     // data can end below it, and then the log end is the log start.
     let log_start = ckpt_start.unwrap_or(first_base).max(first_base);
     let log_end = data_end.max(log_start);
+    // An abort recorded for a marker that did not survive the crash is forgotten with it.
+    for seg in segments.values() {
+        seg.txn_index().truncate_from(log_end)?;
+    }
     let mut recovery_point = recovery_point.min(log_end);
     if !clean {
         // What was recovered is now what is on disk: make it durable and move the point up.
