@@ -14,7 +14,10 @@
 //!    state survives (Kafka does the same).
 //! 4. The new file is swapped in under the writer lock for a moment: `.cleaned` is renamed
 //!    `.swap` (from then on recovery completes the swap), the map entry is replaced, the old
-//!    files are deleted and the new ones renamed to their final names.
+//!    files are deleted and the new ones renamed to their final names. The replaced
+//!    segments' aborted transactions are written, as one `.txnindex.cleaned`, before the
+//!    `.swap` rename (under the writer lock, so no abort recorded meanwhile is missed): a
+//!    crash after that point finishes the swap with them, one before it keeps the old files.
 //!
 //! Records without a key are kept (Kafka refuses them at produce time on compacted topics;
 //! here they are never silently dropped). Control batches are kept.
@@ -37,6 +40,7 @@ use crate::segment::{
     file_path, lock, read, rebuild_indexes, write, Handles, Segment, INDEX_SUFFIX, LOG_SUFFIX,
     TIME_INDEX_SUFFIX,
 };
+use crate::txn_index::{self, AbortedTxn, TXN_INDEX_SUFFIX};
 
 /// Default cap on the key map: about 48 bytes an entry in a HashMap, so ~24 MiB.
 pub const DEFAULT_MAX_MAP_ENTRIES: usize = 500_000;
@@ -324,19 +328,25 @@ impl Log {
             rebuild_indexes(&handles, base, written, cfg.index_interval_bytes as u64)?;
             Ok::<_, StorageError>((handles, written))
         })();
+        let remove_cleaned = || {
+            for s in [
+                LOG_SUFFIX,
+                INDEX_SUFFIX,
+                TIME_INDEX_SUFFIX,
+                TXN_INDEX_SUFFIX,
+            ] {
+                let _ = std::fs::remove_file(cleaned(s));
+            }
+        };
         let (handles, written) = match result {
             Ok(r) => r,
             Err(e) => {
-                for s in [LOG_SUFFIX, INDEX_SUFFIX, TIME_INDEX_SUFFIX] {
-                    let _ = std::fs::remove_file(cleaned(s));
-                }
+                remove_cleaned();
                 return Err(e);
             }
         };
         if !self.swap_in(group, handles, written)? {
-            for s in [LOG_SUFFIX, INDEX_SUFFIX, TIME_INDEX_SUFFIX] {
-                let _ = std::fs::remove_file(cleaned(s));
-            }
+            remove_cleaned();
             return Ok(());
         }
         stats.bytes_after += written;
@@ -376,6 +386,15 @@ impl Log {
             base,
             &format!("{LOG_SUFFIX}{}", crate::recovery::SWAP_SUFFIX),
         );
+        // Always written, even empty: after a crash past the `.swap` rename, its presence
+        // tells recovery that the final `.txnindex` is not yet the union.
+        let aborted: Vec<AbortedTxn> = {
+            let mut all: Vec<AbortedTxn> =
+                group.iter().flat_map(|g| g.txn_index().entries()).collect();
+            all.sort_by_key(|t| t.last_offset);
+            all
+        };
+        txn_index::write_entries(&cleaned(TXN_INDEX_SUFFIX), &aborted)?;
         std::fs::rename(cleaned(LOG_SUFFIX), &swap)?;
         sync_dir(&self.dir)?;
         let fresh = Arc::new(Segment::with_handles(
@@ -385,6 +404,9 @@ impl Log {
             self.cache.clone(),
             handles,
         ));
+        // Before readers can see the segment: a read_committed fetch must not miss them.
+        let has_aborted = !aborted.is_empty();
+        fresh.txn_index().set_entries(aborted);
         {
             let mut segs = write(&self.segments);
             for g in group {
@@ -397,6 +419,11 @@ impl Log {
         }
         std::fs::rename(cleaned(INDEX_SUFFIX), name(INDEX_SUFFIX))?;
         std::fs::rename(cleaned(TIME_INDEX_SUFFIX), name(TIME_INDEX_SUFFIX))?;
+        if has_aborted {
+            std::fs::rename(cleaned(TXN_INDEX_SUFFIX), name(TXN_INDEX_SUFFIX))?;
+        } else {
+            std::fs::remove_file(cleaned(TXN_INDEX_SUFFIX))?;
+        }
         std::fs::rename(&swap, name(LOG_SUFFIX))?;
         sync_dir(&self.dir)?;
         fresh.unpin_fresh();
