@@ -76,3 +76,5 @@ pub use txn_index::AbortedTxn;
 mod proptests;
 #[cfg(test)]
 mod tests;
+#[cfg(test)]
+mod txn_tests;

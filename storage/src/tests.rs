@@ -42,11 +42,11 @@ pub(crate) fn stored(batch: &[u8], base: i64, epoch: i32) -> Vec<u8> {
     v
 }
 
-fn open(dir: &Path, cfg: LogConfig) -> Log {
+pub(crate) fn open(dir: &Path, cfg: LogConfig) -> Log {
     Log::open(dir.to_path_buf(), cfg).unwrap()
 }
 
-fn read_all(log: &Log) -> Vec<u8> {
+pub(crate) fn read_all(log: &Log) -> Vec<u8> {
     let mut out = Vec::new();
     let mut off = log.log_start_offset();
     let end = log.log_end_offset();
