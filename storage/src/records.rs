@@ -438,7 +438,7 @@ impl BatchBuilder {
         out.put_i16(self.producer_epoch);
         out.put_i32(self.base_sequence);
         out.put_i32(self.count);
-        out.put_slice(&records);
+        out.put_slice(records);
         let crc = crc32c::crc32c(&out[batch::CRC_START..]);
         out[batch::CRC_AT..batch::CRC_AT + 4].copy_from_slice(&crc.to_be_bytes());
         out.freeze()
