@@ -20,7 +20,9 @@
 //!    crash after that point finishes the swap with them, one before it keeps the old files.
 //!
 //! Records without a key are kept (Kafka refuses them at produce time on compacted topics;
-//! here they are never silently dropped). Control batches are kept.
+//! here they are never silently dropped). Control batches are kept: read_committed
+//! consumers need the markers. Records of aborted transactions (known from the `.txnindex`)
+//! never supersede an earlier value; they are kept, and consumers skip them.
 
 use std::collections::HashMap;
 use std::fs::OpenOptions;
@@ -158,7 +160,10 @@ impl Log {
             return Ok(None);
         }
 
-        // 1. The key map over [first_dirty, map_end).
+        // 1. The key map over [first_dirty, map_end). Records of aborted transactions do
+        // not count as a key's latest value: a read_committed consumer never sees them, so
+        // they must not make the committed value before them go.
+        let aborted = AbortedRanges::new(self.aborted_txns(first_dirty, clean_end)?);
         let max_entries = self.cleaner.max_map_entries.load(Ordering::Relaxed).max(1);
         let mut map: HashMap<u128, i64> = HashMap::new();
         let mut map_end = first_dirty;
@@ -178,7 +183,7 @@ impl Log {
                 if b.base_offset() >= clean_end {
                     return Ok(false);
                 }
-                if !b.is_control() {
+                if !b.is_control() && !aborted.covers(&b) {
                     let records = b.records()?;
                     let new_keys = records
                         .iter()
@@ -442,6 +447,38 @@ impl Log {
         self.cleaner
             .max_map_entries
             .store(entries.max(1), Ordering::Relaxed);
+    }
+}
+
+/// Which transactional batches belong to an aborted transaction: a producer has at most
+/// one transaction open, so its batch at offset `o` is aborted when one of its aborts spans
+/// `first_offset <= o <= last_offset`.
+struct AbortedRanges {
+    by_producer: HashMap<i64, Vec<(i64, i64)>>,
+}
+
+impl AbortedRanges {
+    fn new(aborts: Vec<AbortedTxn>) -> AbortedRanges {
+        let mut by_producer: HashMap<i64, Vec<(i64, i64)>> = HashMap::new();
+        for t in aborts {
+            by_producer
+                .entry(t.producer_id)
+                .or_default()
+                .push((t.first_offset, t.last_offset));
+        }
+        AbortedRanges { by_producer }
+    }
+
+    fn covers(&self, b: &RecordBatch<'_>) -> bool {
+        b.is_transactional()
+            && self
+                .by_producer
+                .get(&b.producer_id())
+                .is_some_and(|ranges| {
+                    ranges
+                        .iter()
+                        .any(|&(first, last)| first <= b.base_offset() && b.base_offset() <= last)
+                })
     }
 }
 
@@ -840,5 +877,207 @@ mod tests {
         assert!(!logs[1].exists(), "the replaced segment is gone");
         assert!(!logs[0].with_extension("index.cleaned").exists());
         assert_eq!(contents(&log), expected);
+    }
+
+    /// Appends a transaction of producer `pid` (keyed records, like `append_kv`) and its
+    /// ABORT marker; records the abort. Returns it.
+    fn append_aborted(log: &Log, pid: i64, keys: &[i32], now: i64) -> crate::AbortedTxn {
+        let mut b = BatchBuilder::new(0, now);
+        b.transactional = true;
+        b.producer_id = pid;
+        b.producer_epoch = 0;
+        b.base_sequence = 0;
+        for (i, k) in keys.iter().enumerate() {
+            let key = format!("key-{k}");
+            b.push(i as i32, now, Some(key.as_bytes()), Some(b"aborted"), &[]);
+        }
+        let data = log.append_as_leader(&b.build().unwrap(), 0, now).unwrap();
+        let marker = crate::control_batch(pid, 0, crate::ControlType::Abort, 1, now);
+        let at = log.append_as_leader(&marker, 0, now).unwrap();
+        let txn = crate::AbortedTxn {
+            producer_id: pid,
+            first_offset: data.base_offset,
+            last_offset: at.base_offset,
+            last_stable_offset: data.base_offset,
+        };
+        log.append_aborted_txn(txn).unwrap();
+        txn
+    }
+
+    /// Offsets and types of every control batch in the log.
+    fn markers(log: &Log) -> Vec<(i64, Option<crate::ControlType>)> {
+        let mut out = Vec::new();
+        let mut off = log.log_start_offset();
+        while off < log.log_end_offset() {
+            let r = log.read(off, 1 << 20, i64::MAX, true).unwrap();
+            if r.records.is_empty() {
+                break;
+            }
+            for b in BatchIter::new(&r.records) {
+                let b = b.unwrap();
+                if b.is_control() {
+                    out.push((b.base_offset(), b.control_type()));
+                }
+                off = b.next_offset();
+            }
+        }
+        out
+    }
+
+    fn txn_index_bases(dir: &std::path::Path) -> Vec<i64> {
+        let mut out: Vec<i64> = std::fs::read_dir(dir)
+            .unwrap()
+            .filter_map(|e| {
+                let name = e.unwrap().file_name().into_string().unwrap();
+                name.strip_suffix(".txnindex")?.parse().ok()
+            })
+            .collect();
+        out.sort_unstable();
+        out
+    }
+
+    #[test]
+    fn compaction_keeps_control_batches_and_every_abort() {
+        let dir = tempfile::tempdir().unwrap();
+        let log = Log::open(dir.path().to_path_buf(), cfg()).unwrap();
+        let now = crate::log::now_ms();
+        let mut aborts = Vec::new();
+        for round in 0..10 {
+            for i in 0..8 {
+                append_kv(
+                    &log,
+                    &[(i % 3, Some("value-value-value-value"))],
+                    now,
+                    Compression::None,
+                );
+            }
+            aborts.push(append_aborted(&log, 100 + round, &[1, 2], now));
+            let commit = crate::control_batch(200 + round, 0, crate::ControlType::Commit, 1, now);
+            log.append_as_leader(&commit, 0, now).unwrap();
+        }
+        // Other keys push the last aborted writes of key-1 and key-2 out of the active
+        // segment, into the cleanable part.
+        for i in 0..40 {
+            append_kv(
+                &log,
+                &[(100 + i, Some("filler-filler-filler"))],
+                now,
+                Compression::None,
+            );
+        }
+        assert!(log.segment_count() > 3);
+        let markers_before = markers(&log);
+        assert_eq!(markers_before.len(), 20);
+        let files_before = txn_index_bases(dir.path());
+        assert!(files_before.len() > 1, "aborts in several segments");
+
+        let first = log.compact_now(now).unwrap().unwrap();
+        assert!(first.records_dropped > 0);
+        assert_eq!(markers(&log), markers_before, "no control batch dropped");
+        assert_eq!(log.aborted_txns(0, i64::MAX).unwrap(), aborts);
+        // A second pass over the now small segments merges them.
+        log.cleaner.first_dirty.store(0, Ordering::Release);
+        let second = log.compact_now(now).unwrap().unwrap();
+        assert!(
+            second.segments_read > second.segments_written,
+            "segments were merged"
+        );
+        assert_eq!(markers(&log), markers_before, "no control batch dropped");
+        // The aborted writes of key-1 and key-2 did not push out their committed values.
+        let kept = contents(&log);
+        for key in [b"key-1".to_vec(), b"key-2".to_vec()] {
+            assert!(
+                kept.values()
+                    .any(|(k, v)| k.as_ref() == Some(&key) && v.as_deref() != Some(b"aborted")),
+                "a committed value of {key:?} survives"
+            );
+        }
+        let end = log.log_end_offset();
+        assert_eq!(log.aborted_txns(0, end).unwrap(), aborts);
+        // Every index file belongs to a segment, and the merged ones hold the union.
+        let bases: Vec<i64> = log.segment_list().iter().map(|s| s.base_offset).collect();
+        let files_after = txn_index_bases(dir.path());
+        assert!(files_after.len() < files_before.len());
+        assert!(files_after.iter().all(|b| bases.contains(b)));
+        assert!(!dir.path().read_dir().unwrap().any(|e| e
+            .unwrap()
+            .file_name()
+            .to_string_lossy()
+            .ends_with(".cleaned")));
+
+        // The same after a clean reopen and after a crash.
+        log.close().unwrap();
+        let log = Log::open(dir.path().to_path_buf(), cfg()).unwrap();
+        assert_eq!(log.aborted_txns(0, end).unwrap(), aborts);
+        drop(log);
+        let log = Log::open(dir.path().to_path_buf(), cfg()).unwrap();
+        assert_eq!(log.aborted_txns(0, end).unwrap(), aborts);
+        assert_eq!(markers(&log), markers_before);
+    }
+
+    #[test]
+    fn a_crash_on_either_side_of_the_swap_keeps_every_abort() {
+        let now = crate::log::now_ms();
+        // Two segments' worth of data with an abort in each, closed cleanly.
+        let setup = |dir: &std::path::Path| {
+            let log = Log::open(dir.to_path_buf(), cfg()).unwrap();
+            let mut aborts = Vec::new();
+            while aborts.len() < 2 || log.segment_count() < 3 {
+                for i in 0..4 {
+                    append_kv(
+                        &log,
+                        &[(i, Some("value-value-value"))],
+                        now,
+                        Compression::None,
+                    );
+                }
+                if aborts.len() < 2 && log.segment_count() > aborts.len() {
+                    aborts.push(append_aborted(&log, 7 + aborts.len() as i64, &[1], now));
+                }
+            }
+            let bases: Vec<i64> = log.segment_list().iter().map(|s| s.base_offset).collect();
+            assert!(aborts[0].last_offset < bases[1] && aborts[1].last_offset >= bases[1]);
+            assert!(aborts[1].last_offset < bases[2]);
+            log.close().unwrap();
+            (aborts, bases)
+        };
+        let path = |dir: &std::path::Path, base: i64, suffix: &str| {
+            dir.join(format!("{base:020}.{suffix}"))
+        };
+
+        // After the commit point: `.swap` holds both segments, the old files of both are
+        // deleted, the union is still `.txnindex.cleaned`.
+        let dir = tempfile::tempdir().unwrap();
+        let (aborts, bases) = setup(dir.path());
+        let (b0, b1) = (bases[0], bases[1]);
+        let mut joined = std::fs::read(path(dir.path(), b0, "log")).unwrap();
+        joined.extend(std::fs::read(path(dir.path(), b1, "log")).unwrap());
+        let mut union = std::fs::read(path(dir.path(), b0, "txnindex")).unwrap();
+        union.extend(std::fs::read(path(dir.path(), b1, "txnindex")).unwrap());
+        std::fs::write(path(dir.path(), b0, "log.swap"), &joined).unwrap();
+        std::fs::write(path(dir.path(), b0, "txnindex.cleaned"), &union).unwrap();
+        for b in [b0, b1] {
+            for s in ["log", "index", "timeindex", "txnindex"] {
+                std::fs::remove_file(path(dir.path(), b, s)).unwrap();
+            }
+        }
+        std::fs::remove_file(dir.path().join(crate::checkpoint::CLEAN_SHUTDOWN_FILE)).unwrap();
+        let log = Log::open(dir.path().to_path_buf(), cfg()).unwrap();
+        assert_eq!(log.aborted_txns(0, i64::MAX).unwrap(), aborts);
+        assert_eq!(txn_index_bases(dir.path()), vec![b0]);
+        assert!(!path(dir.path(), b0, "txnindex.cleaned").exists());
+        assert_eq!(log.segment_list()[1].base_offset, bases[2]);
+
+        // Before the commit point: the cleaned files are dropped, the old ones stay.
+        let dir = tempfile::tempdir().unwrap();
+        let (aborts, bases) = setup(dir.path());
+        let b0 = bases[0];
+        std::fs::write(path(dir.path(), b0, "log.cleaned"), b"partial").unwrap();
+        std::fs::write(path(dir.path(), b0, "txnindex.cleaned"), [0u8; 34]).unwrap();
+        std::fs::remove_file(dir.path().join(crate::checkpoint::CLEAN_SHUTDOWN_FILE)).unwrap();
+        let log = Log::open(dir.path().to_path_buf(), cfg()).unwrap();
+        assert_eq!(log.aborted_txns(0, i64::MAX).unwrap(), aborts);
+        assert_eq!(txn_index_bases(dir.path()), vec![bases[0], bases[1]]);
+        assert!(!path(dir.path(), b0, "txnindex.cleaned").exists());
     }
 }
