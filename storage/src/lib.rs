@@ -3,7 +3,9 @@
 //! What it is for: keeping Kafka record batches (magic v2) on disk, one [`Log`] per partition
 //! replica in `<data_dir>/<topic>-<partition>/`, the way Kafka lays them out: segment files
 //! named by their 20-digit base offset (`.log`), a sparse offset index (`.index`) and time
-//! index (`.timeindex`) beside each, memory-mapped; a `leader-epoch-checkpoint`; producer
+//! index (`.timeindex`) beside each, memory-mapped; an aborted-transaction index
+//! (`.txnindex`) beside a segment once a transaction was aborted in it (its entries held in
+//! memory, for read_committed fetches); a `leader-epoch-checkpoint`; producer
 //! snapshots (`<offset>.snapshot`); `log-offsets-checkpoint` (recovery point and log start
 //! offset) and a `.clean-shutdown` marker. A directory of another shape (say `metadata/`) is
 //! not a log.
@@ -24,19 +26,22 @@
 //! Main types:
 //! - [`Log`]: append (leader and follower paths), Fetch-style [`Log::read`], ListOffsets
 //!   lookups, truncation, DeleteRecords, the leader-epoch cache, flush, close, maintenance
-//!   (`segment.ms` rolls, retention, compaction).
+//!   (`segment.ms` rolls, retention, compaction), aborted transactions
+//!   ([`Log::append_aborted_txn`], [`Log::aborted_txns`]).
 //! - [`LogManager`]: all logs of a data directory, a cap on open segment files, and the
 //!   background maintenance thread.
 //! - [`LogConfig`] and friends: per-log settings named after Kafka's topic configs.
 //! - [`RecordBatch`], [`BatchIter`], [`BatchBuilder`], [`Record`]: the v2 batch format
 //!   (a zero-copy header view, CRC-32C, decoding and an encoder).
+//! - [`control_batch`], [`ControlType`], [`RecordBatch::control_type`]: COMMIT/ABORT
+//!   transaction markers; [`AbortedTxn`]: one entry of the aborted-transaction index.
 //! - [`StorageError`]: every error, each variant documenting its Kafka error code.
 //!
 //! Module map: `batch` (header view, CRC), `records` (record codec, compression),
-//! `segment` (files, lazy open, reads), `index` (offset and time index), `log` (append,
-//! read, truncate, flush), `recovery` (open, crash recovery), `retention`, `compaction`,
-//! `time_lookup`, `epoch_cache`, `producer_snapshot`, `checkpoint`, `manager`, `config`,
-//! `error`.
+//! `control` (transaction markers), `segment` (files, lazy open, reads), `index` (offset
+//! and time index), `txn_index` (aborted transactions), `log` (append, read, truncate,
+//! flush), `recovery` (open, crash recovery), `retention`, `compaction`, `time_lookup`,
+//! `epoch_cache`, `producer_snapshot`, `checkpoint`, `manager`, `config`, `error`.
 
 mod batch;
 mod checkpoint;
