@@ -49,6 +49,10 @@ const SERVER_KEYS: &[&str] = &[
     "offsets.topic.replication.factor",
     "offsets.retention.minutes",
     "offset.metadata.max.bytes",
+    "transaction.state.log.num.partitions",
+    "transaction.state.log.replication.factor",
+    "transaction.max.timeout.ms",
+    "transaction.abort.timed.out.transaction.cleanup.interval.ms",
 ];
 
 pub struct Settings {
@@ -255,6 +259,30 @@ fn build(explicit: BTreeMap<String, String>) -> anyhow::Result<Settings> {
     )?;
     if groups.offsets_topic_partitions < 1 {
         bail!("offsets.topic.num.partitions must be at least 1");
+    }
+    let txns = &mut broker.transactions;
+    txns.state_log_partitions = parse(
+        get("transaction.state.log.num.partitions"),
+        "transaction.state.log.num.partitions",
+        txns.state_log_partitions,
+    )?;
+    txns.state_log_replication_factor = parse(
+        get("transaction.state.log.replication.factor"),
+        "transaction.state.log.replication.factor",
+        txns.state_log_replication_factor,
+    )?;
+    txns.max_timeout_ms = parse(
+        get("transaction.max.timeout.ms"),
+        "transaction.max.timeout.ms",
+        txns.max_timeout_ms,
+    )?;
+    txns.abort_timed_out_interval = ms(
+        "transaction.abort.timed.out.transaction.cleanup.interval.ms",
+        txns.abort_timed_out_interval,
+    )?
+    .max(Duration::from_millis(10));
+    if txns.state_log_partitions < 1 {
+        bail!("transaction.state.log.num.partitions must be at least 1");
     }
     broker.static_configs = static_configs;
     if broker.num_partitions < 1 {

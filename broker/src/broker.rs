@@ -17,6 +17,8 @@ use crate::config::BrokerConfig;
 use crate::group::offsets_topic::OFFSETS_TOPIC;
 use crate::group::GroupCoordinator;
 use crate::replica_manager::ReplicaManager;
+use crate::txn::state_topic::TXN_STATE_TOPIC;
+use crate::txn::TxnCoordinator;
 use crate::{admin_http, server};
 
 /// Why the broker could not start.
@@ -38,6 +40,7 @@ pub struct Broker {
     pub metadata: MetadataNode,
     pub replicas: ReplicaManager,
     pub groups: GroupCoordinator,
+    pub txns: TxnCoordinator,
     /// The unused part of the producer-id block this broker holds: [next, end).
     producer_ids: tokio::sync::Mutex<std::ops::Range<i64>>,
     broker_epoch: std::sync::atomic::AtomicI64,
@@ -101,6 +104,7 @@ impl Broker {
         let broker = Arc::new(Broker {
             replicas,
             groups: GroupCoordinator::new(config.groups.clone()),
+            txns: TxnCoordinator::new(config.transactions.clone()),
             producer_ids: tokio::sync::Mutex::new(0..0),
             metadata,
             broker_epoch: std::sync::atomic::AtomicI64::new(-1),
@@ -116,11 +120,14 @@ impl Broker {
         broker.replicas.start_background();
         broker.register().await?;
         broker.load_groups();
+        broker.load_transactions();
 
-        let mut tasks = Vec::new();
-        tasks.push(tokio::spawn(follow_metadata(broker.clone())));
-        tasks.push(tokio::spawn(group_timers(broker.clone())));
-        tasks.push(tokio::spawn(heartbeat_loop(broker.clone())));
+        let mut tasks = vec![
+            tokio::spawn(follow_metadata(broker.clone())),
+            tokio::spawn(group_timers(broker.clone())),
+            tokio::spawn(transaction_timers(broker.clone())),
+            tokio::spawn(heartbeat_loop(broker.clone())),
+        ];
         let admin_addr = match admin_listener {
             Some(l) => {
                 let addr = l.local_addr().ok();
@@ -192,6 +199,25 @@ impl Broker {
         {
             if let Err(e) = self.groups.load_partition(&self.replicas, p.partition) {
                 tracing::error!(partition = p.partition, error = ?e, "could not load consumer groups");
+            }
+        }
+    }
+
+    /// Replays the `__transaction_state` partitions this broker leads and finishes the
+    /// transactions a previous run left between Prepare and Complete. After the groups:
+    /// finishing a transaction may commit offsets.
+    fn load_transactions(&self) {
+        let Some(topic) = self.image().topics.get(TXN_STATE_TOPIC).cloned() else {
+            return;
+        };
+        self.txns.set_partition_count(topic.partitions.len() as i32);
+        for p in topic
+            .partitions
+            .iter()
+            .filter(|p| p.leader == self.config.node_id)
+        {
+            if let Err(e) = self.txns.load_partition(self, p.partition) {
+                tracing::error!(partition = p.partition, error = ?e, "could not load transactions");
             }
         }
     }
@@ -299,6 +325,9 @@ async fn follow_metadata(broker: Arc<Broker>) {
         if let Some(t) = image.topics.get(OFFSETS_TOPIC) {
             broker.groups.set_partition_count(t.partitions.len() as i32);
         }
+        if let Some(t) = image.topics.get(TXN_STATE_TOPIC) {
+            broker.txns.set_partition_count(t.partitions.len() as i32);
+        }
         if rx.changed().await.is_err() {
             return;
         }
@@ -314,6 +343,21 @@ async fn group_timers(broker: Arc<Broker>) {
     loop {
         tick.tick().await;
         broker.groups.tick(&broker.replicas);
+    }
+}
+
+/// Aborts timed-out transactions and retries unfinished ends, every
+/// `transaction.abort.timed.out.transaction.cleanup.interval.ms`.
+async fn transaction_timers(broker: Arc<Broker>) {
+    let mut tick = tokio::time::interval(broker.txns.config().abort_timed_out_interval);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tick.tick().await;
+        // Marker writes may fsync (flush policy Always): off the async workers.
+        let b = broker.clone();
+        if let Err(e) = tokio::task::spawn_blocking(move || b.txns.tick(&b)).await {
+            tracing::error!(error = %e, "transaction timer failed");
+        }
     }
 }
 

@@ -48,6 +48,8 @@ pub struct BrokerConfig {
     pub heartbeat_interval: Duration,
     /// Group coordinator settings (`group.*`, `offsets.*`).
     pub groups: CoordinatorConfig,
+    /// Transaction coordinator settings (`transaction.*`).
+    pub transactions: crate::txn::TxnConfig,
     /// Broker-level Kafka configs set explicitly at startup, by Kafka name
     /// (`log.retention.ms`, `message.max.bytes`, ...). Source STATIC_BROKER_CONFIG.
     pub static_configs: BTreeMap<String, String>,
@@ -75,6 +77,7 @@ impl BrokerConfig {
             connections_max_idle: Duration::from_millis(600_000),
             heartbeat_interval: Duration::from_secs(1),
             groups: CoordinatorConfig::default(),
+            transactions: crate::txn::TxnConfig::default(),
             static_configs: BTreeMap::new(),
         }
     }

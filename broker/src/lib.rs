@@ -17,12 +17,14 @@ mod connection;
 pub mod errors;
 pub mod group;
 mod handlers;
+pub mod internal_topics;
 pub mod metrics;
 pub mod partition;
 pub mod producer_state;
 pub mod replica_manager;
 mod server;
 pub mod topic_config;
+pub mod txn;
 
 pub use broker::{Broker, RunningBroker, StartError};
 pub use config::BrokerConfig;

@@ -227,5 +227,27 @@ pub fn count_response_errors(api: &'static str, response: &Response) {
                 .flat_map(|t| &t.partitions)
                 .for_each(|p| count(api, p.error_code));
         }
+        Response::AddPartitionsToTxn(r) => r
+            .results_by_topic_v3_and_below
+            .iter()
+            .flat_map(|t| &t.results_by_partition)
+            .for_each(|p| count(api, p.partition_error_code)),
+        Response::AddOffsetsToTxn(r) => count(api, r.error_code),
+        Response::EndTxn(r) => count(api, r.error_code),
+        Response::TxnOffsetCommit(r) => r
+            .topics
+            .iter()
+            .flat_map(|t| &t.partitions)
+            .for_each(|p| count(api, p.error_code)),
+        Response::DescribeProducers(r) => r
+            .topics
+            .iter()
+            .flat_map(|t| &t.partitions)
+            .for_each(|p| count(api, p.error_code)),
+        Response::DescribeTransactions(r) => r
+            .transaction_states
+            .iter()
+            .for_each(|t| count(api, t.error_code)),
+        Response::ListTransactions(r) => count(api, r.error_code),
     }
 }

@@ -1,5 +1,12 @@
 //! One partition replica hosted by this broker: its log, its leader state from the metadata
-//! image, its high watermark, and the fetches waiting for new data.
+//! image, its high watermark and last stable offset, and the fetches waiting for new data.
+//!
+//! Transactions reach a partition in three ways: transactional batches a producer appends
+//! (only once the coordinator has verified that the partition is in the producer's
+//! transaction), transactional batches a coordinator appends (offset commits), and the
+//! commit or abort markers the transaction coordinator writes. The oldest open transaction
+//! bounds the last stable offset; an abort is also recorded in the log's aborted-transaction
+//! index, which `read_committed` fetches return.
 //!
 //! Today every replica set this broker hosts is led by it and the high watermark follows the
 //! log end of the ISR; the follower side of ISR replication comes with the cluster issue.
@@ -9,14 +16,33 @@ use std::sync::{Arc, Mutex, RwLock, Weak};
 
 use sluice_protocol::ResponseError;
 use sluice_storage::{
-    AppendInfo, BatchIter, CleanupPolicy, FlushPolicy, Log, ReadInfo, RecordBatch, StorageError,
-    TimestampOffset,
+    control_batch, AbortedTxn, AppendInfo, BatchIter, CleanupPolicy, ControlType, FlushPolicy, Log,
+    ReadInfo, RecordBatch, StorageError, TimestampOffset,
 };
 use tokio::sync::Notify;
 use uuid::Uuid;
 
 use crate::errors::storage_error_code;
-use crate::producer_state::{Decision, ProducerBatch, ProducerState};
+use crate::producer_state::{Decision, ProducerBatch, ProducerState, ProducerSummary};
+
+/// Which records a consumer may see (the `isolation_level` of Fetch and ListOffsets).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Isolation {
+    /// Everything below the high watermark.
+    ReadUncommitted,
+    /// Only below the last stable offset: no record of a transaction still open.
+    ReadCommitted,
+}
+
+impl Isolation {
+    pub fn from_level(level: i8) -> Isolation {
+        if level == 1 {
+            Isolation::ReadCommitted
+        } else {
+            Isolation::ReadUncommitted
+        }
+    }
+}
 
 /// A refused append: the error code and, where it helps the client, a message.
 #[derive(Debug, Clone, PartialEq)]
@@ -93,9 +119,12 @@ pub struct Partition {
     state: RwLock<LeaderState>,
     /// Offsets below it are committed (replicated to the ISR) and visible to consumers.
     high_watermark: AtomicI64,
-    /// Idempotent producers' sequences; appends hold this lock so a check and its write are
-    /// one step.
+    /// Idempotent producers' sequences and open transactions; appends hold this lock so a
+    /// check and its write are one step.
     producers: Mutex<ProducerState>,
+    /// First offset of the oldest open transaction (i64::MAX: none), kept beside the
+    /// producer state so fetches need not take its lock.
+    first_unstable: AtomicI64,
     /// Fetches parked until new data is committed; each is woken once. Weak, so a fetch
     /// that gave up leaves nothing behind once it is pruned.
     waiters: Mutex<Vec<Weak<Notify>>>,
@@ -110,8 +139,11 @@ impl Partition {
         log: Arc<Log>,
         state: LeaderState,
     ) -> Partition {
-        let producers = Mutex::new(rebuild_producer_state(&log, &topic, index));
+        let producers = rebuild_producer_state(&log, &topic, index);
+        let first_unstable = AtomicI64::new(producers.first_unstable_offset().unwrap_or(i64::MAX));
+        let producers = Mutex::new(producers);
         let partition = Partition {
+            first_unstable,
             traffic: TrafficCounters::for_topic(&topic),
             topic,
             topic_id,
@@ -180,12 +212,16 @@ impl Partition {
 
     /// Leader append of one produce request's records for this partition: exactly one
     /// magic-v2 batch (Produce v3+). An idempotent producer's retry of a recent batch is
-    /// answered with the offsets it got the first time.
+    /// answered with the offsets it got the first time. A transactional batch is taken only
+    /// when `in_txn` says its transaction coordinator verified that this partition is part
+    /// of the producer's ongoing transaction (KIP-890's defence against hanging
+    /// transactions).
     pub fn append_as_leader(
         &self,
         records: &[u8],
         acks: i16,
         now_ms: i64,
+        in_txn: bool,
     ) -> Result<AppendInfo, AppendError> {
         let state = self.leader_state();
         if state.leader != self.node_id {
@@ -209,12 +245,19 @@ impl Partition {
                 batch.magic()
             )));
         }
-        if batch.is_transactional() {
-            // No transaction can have added this partition: transactions are not served.
+        if batch.is_control() {
+            return Err(invalid(
+                "clients may not write control batches; only the transaction coordinator does"
+                    .into(),
+            ));
+        }
+        if batch.is_transactional() && !in_txn {
             return Err(AppendError {
                 code: ResponseError::InvalidTxnState,
                 message: Some(
-                    "transactional produce to a partition outside any transaction".into(),
+                    "transactional produce to a partition that is not part of the producer's ongoing \
+                     transaction: add it with AddPartitionsToTxn first"
+                        .into(),
                 ),
             });
         }
@@ -242,6 +285,100 @@ impl Partition {
                 });
             }
         }
+        let info = self.append_to_log(records, now_ms)?;
+        if let Some(p) = &producer {
+            producers.record(
+                p,
+                info.base_offset,
+                info.last_offset,
+                now_ms,
+                batch.is_transactional(),
+            );
+            self.note_open_txns(&producers);
+        }
+        drop(producers);
+        self.advance_high_watermark();
+        Ok(info)
+    }
+
+    /// Appends a batch a coordinator built (group metadata, offset commits, transaction
+    /// state). A transactional one (offsets committed inside a transaction) opens its
+    /// producer's transaction here like a produced batch, without sequence checks.
+    pub fn append_from_coordinator(
+        &self,
+        records: &[u8],
+        now_ms: i64,
+    ) -> Result<AppendInfo, AppendError> {
+        let batch = RecordBatch::new(records).map_err(|e| AppendError {
+            code: ResponseError::InvalidRecord,
+            message: Some(e.to_string()),
+        })?;
+        let mut producers = self.producers.lock().unwrap_or_else(|e| e.into_inner());
+        let info = self.append_to_log(records, now_ms)?;
+        if batch.is_transactional() {
+            producers.record_coordinator_batch(
+                batch.producer_id(),
+                batch.producer_epoch(),
+                info.base_offset,
+                now_ms,
+            );
+            self.note_open_txns(&producers);
+        }
+        drop(producers);
+        self.advance_high_watermark();
+        Ok(info)
+    }
+
+    /// Writes the transaction coordinator's commit or abort marker for `producer_id`,
+    /// ending its transaction on this partition. An abort is also recorded in the log's
+    /// aborted-transaction index, which `read_committed` consumers use to skip its records.
+    pub fn write_txn_marker(
+        &self,
+        producer_id: i64,
+        epoch: i16,
+        commit: bool,
+        coordinator_epoch: i32,
+        now_ms: i64,
+    ) -> Result<(), AppendError> {
+        if !self.is_leader() {
+            return Err(ResponseError::NotLeaderOrFollower.into());
+        }
+        let control = if commit {
+            ControlType::Commit
+        } else {
+            ControlType::Abort
+        };
+        let marker = control_batch(producer_id, epoch, control, coordinator_epoch, now_ms);
+        let mut producers = self.producers.lock().unwrap_or_else(|e| e.into_inner());
+        producers.check_marker(producer_id, epoch)?;
+        let info = self.append_to_log(&marker, now_ms)?;
+        let first = producers.end_txn(producer_id, epoch, coordinator_epoch, now_ms);
+        // The index entry goes in before the stable offset moves past the transaction: a
+        // read_committed fetch must never see its records without it.
+        if let (Some(first_offset), false) = (first, commit) {
+            let txn = AbortedTxn {
+                producer_id,
+                first_offset,
+                last_offset: info.base_offset,
+                last_stable_offset: self.last_stable_offset(),
+            };
+            self.log.append_aborted_txn(txn).map_err(|e| AppendError {
+                code: storage_error_code(&e),
+                message: Some(e.to_string()),
+            })?;
+        }
+        self.note_open_txns(&producers);
+        drop(producers);
+        self.advance_high_watermark();
+        Ok(())
+    }
+
+    /// One batch into the log with this leader's epoch; the caller holds the producer lock.
+    fn append_to_log(&self, records: &[u8], now_ms: i64) -> Result<AppendInfo, AppendError> {
+        let state = self.leader_state();
+        if state.leader != self.node_id {
+            return Err(ResponseError::NotLeaderOrFollower.into());
+        }
         let append = || {
             self.log
                 .append_as_leader(records, state.leader_epoch, now_ms)
@@ -253,16 +390,45 @@ impl Partition {
         } else {
             append()
         };
-        let info = result.map_err(|e| AppendError {
+        result.map_err(|e| AppendError {
             code: storage_error_code(&e),
             message: Some(e.to_string()),
-        })?;
-        if let Some(p) = &producer {
-            producers.record(p, info.base_offset, info.last_offset, now_ms);
+        })
+    }
+
+    fn note_open_txns(&self, producers: &ProducerState) {
+        self.first_unstable.store(
+            producers.first_unstable_offset().unwrap_or(i64::MAX),
+            Ordering::Release,
+        );
+    }
+
+    /// Offsets below it hold no record of an open transaction: the bound for
+    /// `read_committed` consumers.
+    pub fn last_stable_offset(&self) -> i64 {
+        self.high_watermark()
+            .min(self.first_unstable.load(Ordering::Acquire))
+    }
+
+    /// The bound of what a consumer with this isolation may read.
+    pub fn max_readable_offset(&self, isolation: Isolation) -> i64 {
+        match isolation {
+            Isolation::ReadUncommitted => self.high_watermark(),
+            Isolation::ReadCommitted => self.last_stable_offset(),
         }
-        drop(producers);
-        self.advance_high_watermark();
-        Ok(info)
+    }
+
+    /// Aborted transactions overlapping [from, upper): what a `read_committed` fetch lists.
+    pub fn aborted_txns(&self, from: i64, upper: i64) -> Result<Vec<AbortedTxn>, StorageError> {
+        self.log.aborted_txns(from, upper)
+    }
+
+    /// The producers this partition knows, for DescribeProducers.
+    pub fn describe_producers(&self) -> Vec<ProducerSummary> {
+        self.producers
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .describe()
     }
 
     /// Saves the producer state beside the log (clean shutdown), so the next open need not
@@ -279,21 +445,29 @@ impl Partition {
         let leo = self.log.log_end_offset();
         let previous = self.high_watermark.fetch_max(leo, Ordering::AcqRel);
         if leo > previous {
-            // Retention, compaction and DeleteRecords never touch uncommitted data.
-            self.log.set_high_watermark(leo);
+            // Retention, compaction and DeleteRecords never touch uncommitted data, nor
+            // records of a transaction still open (Kafka cleans only below the stable offset).
+            self.log
+                .set_high_watermark(leo.min(self.first_unstable.load(Ordering::Acquire)));
             self.wake_waiters();
         }
     }
 
-    /// Reads for a consumer: committed data only.
+    /// Reads for a consumer: committed data only, and with `read_committed` nothing of a
+    /// transaction still open.
     pub fn read(
         &self,
         offset: i64,
         max_bytes: usize,
         min_one_batch: bool,
+        isolation: Isolation,
     ) -> Result<ReadInfo, StorageError> {
-        self.log
-            .read(offset, max_bytes, self.high_watermark(), min_one_batch)
+        self.log.read(
+            offset,
+            max_bytes,
+            self.max_readable_offset(isolation),
+            min_one_batch,
+        )
     }
 
     /// Registers `waiter` to be notified on the next committed append.
@@ -314,6 +488,7 @@ impl Partition {
     pub fn offset_for_timestamp(
         &self,
         timestamp: i64,
+        isolation: Isolation,
     ) -> Result<Option<TimestampOffset>, StorageError> {
         const LATEST: i64 = -1;
         const EARLIEST: i64 = -2;
@@ -321,6 +496,7 @@ impl Partition {
         const EARLIEST_LOCAL: i64 = -4;
         const LATEST_TIERED: i64 = -5;
         let epoch = self.leader_state().leader_epoch;
+        let end = self.max_readable_offset(isolation);
         let at = |offset: i64| {
             Some(TimestampOffset {
                 offset,
@@ -329,18 +505,15 @@ impl Partition {
             })
         };
         match timestamp {
-            LATEST => Ok(at(self.high_watermark())),
+            LATEST => Ok(at(end)),
             EARLIEST | EARLIEST_LOCAL => Ok(at(self.log.log_start_offset())),
             // Nothing is tiered: Kafka answers -1 when no remote storage is in use.
             LATEST_TIERED => Ok(at(-1)),
-            MAX_TIMESTAMP => Ok(self
-                .log
-                .max_timestamp()?
-                .filter(|t| t.offset < self.high_watermark())),
+            MAX_TIMESTAMP => Ok(self.log.max_timestamp()?.filter(|t| t.offset < end)),
             ts if ts >= 0 => Ok(self
                 .log
                 .find_offset_by_timestamp(ts)?
-                .filter(|t| t.offset < self.high_watermark())),
+                .filter(|t| t.offset < end)),
             _ => Ok(None),
         }
     }
@@ -396,7 +569,27 @@ fn rebuild_producer_state(log: &Log, topic: &str, index: i32) -> ProducerState {
         }
         for batch in BatchIter::new(&read.records) {
             let Ok(batch) = batch else { break };
-            if batch.producer_id() >= 0 && !batch.is_control() {
+            if batch.is_control() {
+                let first = state.end_txn(
+                    batch.producer_id(),
+                    batch.producer_epoch(),
+                    -1,
+                    batch.max_timestamp(),
+                );
+                if let (Some(first), Some(ControlType::Abort)) = (first, batch.control_type()) {
+                    restore_aborted_txn(log, batch.producer_id(), first, batch.base_offset());
+                }
+                scanned += 1;
+            } else if batch.producer_id() >= 0 && batch.base_sequence() < 0 {
+                // Written by a coordinator: no sequences.
+                state.record_coordinator_batch(
+                    batch.producer_id(),
+                    batch.producer_epoch(),
+                    batch.base_offset(),
+                    batch.max_timestamp(),
+                );
+                scanned += 1;
+            } else if batch.producer_id() >= 0 {
                 let p = ProducerBatch::new(
                     batch.producer_id(),
                     batch.producer_epoch(),
@@ -408,6 +601,7 @@ fn rebuild_producer_state(log: &Log, topic: &str, index: i32) -> ProducerState {
                     batch.base_offset(),
                     batch.last_offset(),
                     batch.max_timestamp(),
+                    batch.is_transactional(),
                 );
                 scanned += 1;
             }
@@ -424,4 +618,28 @@ fn rebuild_producer_state(log: &Log, topic: &str, index: i32) -> ProducerState {
         );
     }
     state
+}
+
+/// An abort marker found while rebuilding: its index entry is written after the marker, so a
+/// crash between the two leaves the entry missing. Adds it unless it is there.
+fn restore_aborted_txn(log: &Log, producer_id: i64, first_offset: i64, marker_offset: i64) {
+    let present = log
+        .aborted_txns(marker_offset, marker_offset + 1)
+        .map(|txns| {
+            txns.iter()
+                .any(|t| t.last_offset == marker_offset && t.producer_id == producer_id)
+        })
+        .unwrap_or(false);
+    if present {
+        return;
+    }
+    let txn = AbortedTxn {
+        producer_id,
+        first_offset,
+        last_offset: marker_offset,
+        last_stable_offset: first_offset,
+    };
+    if let Err(e) = log.append_aborted_txn(txn) {
+        tracing::warn!(producer_id, marker_offset, error = %e, "could not restore an aborted-transaction index entry");
+    }
 }

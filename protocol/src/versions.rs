@@ -66,9 +66,13 @@ mod tests {
         assert!(!is_supported(ApiKey::OffsetCommit, 1));
         assert!(is_supported(ApiKey::JoinGroup, 0));
         assert!(is_supported(ApiKey::InitProducerId, 0));
-        // Not served yet (transactions come with a later issue; KIP-848 groups are not
-        // advertised, so clients use the classic protocol).
-        assert!(support(ApiKey::AddPartitionsToTxn).is_none());
+        // Transactions without transaction.version 2 (KIP-890 part 2): the client versions
+        // of AddPartitionsToTxn only, EndTxn and TxnOffsetCommit below their TV2 versions.
+        assert!(is_supported(ApiKey::AddPartitionsToTxn, 3));
+        assert!(!is_supported(ApiKey::AddPartitionsToTxn, 4));
+        assert!(!is_supported(ApiKey::EndTxn, 5));
+        assert!(!is_supported(ApiKey::TxnOffsetCommit, 5));
+        // KIP-848 groups are not advertised, so clients use the classic protocol.
         assert!(support(ApiKey::ConsumerGroupHeartbeat).is_none());
     }
 }

@@ -6,6 +6,10 @@
 //! leadership. On startup (or when a partition first becomes ours) the coordinator replays
 //! the partition to rebuild groups and offsets.
 //!
+//! Offsets committed inside a transaction (TxnOffsetCommit) are written to the log as the
+//! producer's transactional records and held aside as pending until the transaction
+//! coordinator's marker commits them (then they become the group's offsets) or aborts them.
+//!
 //! The state machine of one group is in [`state`]; the record formats in [`offsets_topic`];
 //! the coordinator reaches the log only through [`OffsetsLog`].
 
@@ -29,8 +33,15 @@ use crate::broker::now_ms;
 pub trait OffsetsLog: Send + Sync {
     /// Appends (key, value) records to one partition and returns once they are committed.
     fn append(&self, partition: i32, records: &[KeyValue]) -> Result<(), ResponseError>;
-    /// Every committed record of one partition, in offset order.
-    fn read_all(&self, partition: i32) -> Result<Vec<KeyValue>, ResponseError>;
+    /// Appends records as a transactional batch of `producer` (id, epoch).
+    fn append_transactional(
+        &self,
+        partition: i32,
+        producer: (i64, i16),
+        records: &[KeyValue],
+    ) -> Result<(), ResponseError>;
+    /// Every committed record and transaction marker of one partition, in offset order.
+    fn read_all(&self, partition: i32) -> Result<Vec<Replayed>, ResponseError>;
     /// Whether this broker leads the partition (and so coordinates its groups).
     fn is_leader(&self, partition: i32) -> bool;
 }
@@ -83,8 +94,10 @@ pub struct GroupDescription {
 
 type OffsetKey = (String, i32);
 
-/// A `__consumer_offsets` record: key and value (`None`: a tombstone).
-pub type KeyValue = (Bytes, Option<Bytes>);
+pub use crate::internal_topics::{KeyValue, Replayed};
+
+/// Offsets a transaction committed that its marker has not made visible yet.
+type PendingOffsets = Vec<(String, i32, OffsetValue)>;
 
 /// Committed offsets by topic: (topic, [(partition, offset if any)]).
 pub type TopicOffsets = Vec<(String, Vec<(i32, Option<OffsetValue>)>)>;
@@ -95,6 +108,8 @@ pub struct GroupCoordinator {
     partitions: std::sync::atomic::AtomicI32,
     groups: Mutex<HashMap<String, Arc<Mutex<Group>>>>,
     offsets: Mutex<HashMap<String, BTreeMap<OffsetKey, OffsetValue>>>,
+    /// By producer id, then group: offsets of open transactions.
+    pending_txn_offsets: Mutex<HashMap<i64, HashMap<String, PendingOffsets>>>,
     loaded: Mutex<HashSet<i32>>,
 }
 
@@ -109,6 +124,7 @@ impl GroupCoordinator {
             cfg,
             groups: Mutex::new(HashMap::new()),
             offsets: Mutex::new(HashMap::new()),
+            pending_txn_offsets: Mutex::new(HashMap::new()),
             loaded: Mutex::new(HashSet::new()),
         }
     }
@@ -118,7 +134,7 @@ impl GroupCoordinator {
     }
 
     pub fn partition_for(&self, group_id: &str) -> i32 {
-        offsets_topic::partition_for(
+        crate::internal_topics::partition_for_key(
             group_id,
             self.partitions.load(std::sync::atomic::Ordering::Acquire),
         )
@@ -156,7 +172,35 @@ impl GroupCoordinator {
         log: &dyn OffsetsLog,
         partition: i32,
     ) -> Result<(), ResponseError> {
-        let records = log.read_all(partition)?;
+        // Records in effect, in order: plain ones where they are, a transaction's at its
+        // commit marker; an aborted transaction's never. Those still open stay pending.
+        let mut records: Vec<KeyValue> = Vec::new();
+        let mut open: HashMap<i64, Vec<KeyValue>> = HashMap::new();
+        for entry in log.read_all(partition)? {
+            match entry {
+                Replayed::Record {
+                    key,
+                    value,
+                    producer_id: None,
+                } => records.push((key, value)),
+                Replayed::Record {
+                    key,
+                    value,
+                    producer_id: Some(pid),
+                } => open.entry(pid).or_default().push((key, value)),
+                Replayed::Marker {
+                    producer_id,
+                    commit,
+                } => {
+                    if let Some(kvs) = open.remove(&producer_id) {
+                        if commit {
+                            records.extend(kvs);
+                        }
+                    }
+                }
+            }
+        }
+        self.restore_pending(open);
         let mut group_values: HashMap<String, Option<GroupValue>> = HashMap::new();
         let mut offsets = lock(&self.offsets);
         let mut skipped = 0usize;
@@ -216,6 +260,116 @@ impl GroupCoordinator {
             );
         }
         Ok(())
+    }
+
+    /// Offsets of transactions still open when a partition was loaded.
+    fn restore_pending(&self, open: HashMap<i64, Vec<KeyValue>>) {
+        let mut pending = lock(&self.pending_txn_offsets);
+        for (pid, kvs) in open {
+            for (key, value) in kvs {
+                if let Ok(Some(OffsetsRecord::Offset {
+                    group,
+                    topic,
+                    partition,
+                    value: Some(v),
+                })) = offsets_topic::decode(&key, value.as_deref())
+                {
+                    pending
+                        .entry(pid)
+                        .or_default()
+                        .entry(group)
+                        .or_default()
+                        .push((topic, partition, v));
+                }
+            }
+        }
+    }
+
+    /// TxnOffsetCommit: offsets written as part of a producer's transaction. The transaction
+    /// coordinator has already checked that this group's partition is in the transaction;
+    /// here the member is checked like a plain commit when a generation is given (KIP-447).
+    #[allow(clippy::too_many_arguments)]
+    pub fn commit_txn_offsets(
+        &self,
+        log: &dyn OffsetsLog,
+        group_id: &str,
+        producer: (i64, i16),
+        generation: i32,
+        member_id: &str,
+        instance_id: Option<&str>,
+        offsets: PendingOffsets,
+    ) -> Result<(), ResponseError> {
+        if generation >= 0 {
+            let group = self
+                .group(group_id)
+                .ok_or(ResponseError::IllegalGeneration)?;
+            let g = lock(&group);
+            g.check_member(member_id, instance_id)?;
+            if generation != g.generation {
+                return Err(ResponseError::IllegalGeneration);
+            }
+        }
+        if offsets.is_empty() {
+            return Ok(());
+        }
+        let records: Vec<KeyValue> = offsets
+            .iter()
+            .map(|(t, p, v)| {
+                (
+                    offsets_topic::offset_key(group_id, t, *p),
+                    Some(offsets_topic::offset_value(v)),
+                )
+            })
+            .collect();
+        log.append_transactional(self.partition_for(group_id), producer, &records)?;
+        lock(&self.pending_txn_offsets)
+            .entry(producer.0)
+            .or_default()
+            .entry(group_id.to_string())
+            .or_default()
+            .extend(offsets);
+        Ok(())
+    }
+
+    /// The transaction coordinator wrote `producer_id`'s marker to `offsets_partition`:
+    /// its pending offsets for the groups there become committed (or are dropped).
+    pub fn complete_txn(&self, producer_id: i64, commit: bool, offsets_partition: i32) {
+        let mut pending = lock(&self.pending_txn_offsets);
+        let Some(by_group) = pending.get_mut(&producer_id) else {
+            return;
+        };
+        let groups: Vec<String> = by_group
+            .keys()
+            .filter(|g| self.partition_for(g) == offsets_partition)
+            .cloned()
+            .collect();
+        let mut all = lock(&self.offsets);
+        for group in groups {
+            let Some(offsets) = by_group.remove(&group) else {
+                continue;
+            };
+            if commit {
+                let entry = all.entry(group).or_default();
+                for (t, p, v) in offsets {
+                    entry.insert((t, p), v);
+                }
+            }
+        }
+        if by_group.is_empty() {
+            pending.remove(&producer_id);
+        }
+    }
+
+    /// Whether an open transaction has offsets pending for this group's partition
+    /// (OffsetFetch with `require_stable` answers UNSTABLE_OFFSET_COMMIT then, KIP-447).
+    pub fn has_pending_offsets(&self, group_id: &str, topic: &str, partition: i32) -> bool {
+        lock(&self.pending_txn_offsets).values().any(|by_group| {
+            by_group.get(group_id).is_some_and(|offsets| {
+                offsets
+                    .iter()
+                    .any(|(t, p, _)| t == topic && *p == partition)
+            })
+        })
     }
 
     fn group(&self, group_id: &str) -> Option<Arc<Mutex<Group>>> {
@@ -710,18 +864,37 @@ mod tests {
     /// An in-memory `__consumer_offsets`.
     #[derive(Default)]
     struct MemLog {
-        records: Mutex<HashMap<i32, Vec<KeyValue>>>,
+        records: Mutex<HashMap<i32, Vec<Replayed>>>,
+    }
+
+    impl MemLog {
+        fn push(&self, partition: i32, records: &[KeyValue], producer_id: Option<i64>) {
+            lock(&self.records)
+                .entry(partition)
+                .or_default()
+                .extend(records.iter().map(|(key, value)| Replayed::Record {
+                    key: key.clone(),
+                    value: value.clone(),
+                    producer_id,
+                }));
+        }
     }
 
     impl OffsetsLog for MemLog {
         fn append(&self, partition: i32, records: &[KeyValue]) -> Result<(), ResponseError> {
-            lock(&self.records)
-                .entry(partition)
-                .or_default()
-                .extend_from_slice(records);
+            self.push(partition, records, None);
             Ok(())
         }
-        fn read_all(&self, partition: i32) -> Result<Vec<KeyValue>, ResponseError> {
+        fn append_transactional(
+            &self,
+            partition: i32,
+            producer: (i64, i16),
+            records: &[KeyValue],
+        ) -> Result<(), ResponseError> {
+            self.push(partition, records, Some(producer.0));
+            Ok(())
+        }
+        fn read_all(&self, partition: i32) -> Result<Vec<Replayed>, ResponseError> {
             Ok(lock(&self.records)
                 .get(&partition)
                 .cloned()

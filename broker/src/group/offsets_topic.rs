@@ -1,9 +1,6 @@
 //! The records of `__consumer_offsets`, in Kafka's own formats, so that the topic reads the
 //! same as Kafka's: offset commits (key version 1, value version 3) and group metadata
 //! (key version 2, value version 3). A record with a null value is a tombstone.
-//!
-//! Also the mapping of a group to its partition: Java's `String.hashCode` of the group id,
-//! made non-negative, modulo the partition count (Kafka's `Utils.abs(hashCode) % n`).
 
 use bytes::{Buf, BufMut, Bytes, BytesMut};
 
@@ -13,18 +10,6 @@ const OFFSET_KEY_VERSION: i16 = 1;
 const GROUP_KEY_VERSION: i16 = 2;
 const OFFSET_VALUE_VERSION: i16 = 3;
 const GROUP_VALUE_VERSION: i16 = 3;
-
-/// The `__consumer_offsets` partition a group lives in.
-pub fn partition_for(group_id: &str, partitions: i32) -> i32 {
-    // Java's String.hashCode over UTF-16 code units.
-    let mut h: i32 = 0;
-    for unit in group_id.encode_utf16() {
-        h = h.wrapping_mul(31).wrapping_add(i32::from(unit));
-    }
-    // Kafka's Utils.abs: Integer.MIN_VALUE maps to 0.
-    let abs = if h == i32::MIN { 0 } else { h.abs() };
-    abs % partitions.max(1)
-}
 
 /// A committed offset as stored.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -286,15 +271,6 @@ fn get_bytes(buf: &mut &[u8]) -> Result<Bytes, String> {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn partition_matches_kafkas_hash() {
-        // Values from Java: Math.abs(s.hashCode()) % 50.
-        assert_eq!(partition_for("my-group", 50), 12);
-        assert_eq!(partition_for("console-consumer-12345", 50), 6);
-        assert_eq!(partition_for("ünïcode", 50), 16);
-        assert_eq!(partition_for("", 50), 0);
-    }
 
     #[test]
     fn records_round_trip() {

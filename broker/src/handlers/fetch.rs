@@ -1,14 +1,18 @@
 //! Fetch (consumers): committed record batches from each requested partition, waiting up to
 //! `max_wait_ms` for `min_bytes` to arrive. Every requested partition is listed in the
-//! response. Fetch sessions (KIP-227) are declined: session id 0 in every response, so
+//! response. With `read_committed`, reads stop at the last stable offset and each partition
+//! lists the aborted transactions in the data it returns, so the client can drop their
+//! records. Fetch sessions (KIP-227) are declined: session id 0 in every response, so
 //! clients keep sending full fetches.
 
 use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
-use sluice_protocol::kafka::messages::fetch_response::{FetchableTopicResponse, PartitionData};
-use sluice_protocol::kafka::messages::{FetchRequest, FetchResponse, TopicName};
+use sluice_protocol::kafka::messages::fetch_response::{
+    AbortedTransaction, FetchableTopicResponse, PartitionData,
+};
+use sluice_protocol::kafka::messages::{FetchRequest, FetchResponse, ProducerId, TopicName};
 use sluice_protocol::ResponseError;
 use sluice_raft::MetadataImage;
 use sluice_storage::StorageError;
@@ -17,7 +21,7 @@ use tokio::sync::Notify;
 use super::{leader_for, topic_name_for_id};
 use crate::broker::Broker;
 use crate::errors::storage_error_code;
-use crate::partition::Partition;
+use crate::partition::{Isolation, Partition};
 
 /// Longest a fetch may park, whatever the client asks.
 const MAX_WAIT_CAP: Duration = Duration::from_secs(30);
@@ -48,6 +52,7 @@ pub async fn handle(broker: &Arc<Broker>, version: i16, request: FetchRequest) -
         usize::MAX
     };
     let may_wait = !wait.is_zero() && min_bytes > 0;
+    let isolation = Isolation::from_level(request.isolation_level);
     loop {
         // Register before reading, so an append between the read and the wait still wakes us.
         let waiter = Arc::new(Notify::new());
@@ -58,7 +63,7 @@ pub async fn handle(broker: &Arc<Broker>, version: i16, request: FetchRequest) -
                 }
             }
         }
-        let (partitions, bytes, any_error) = read_all(&targets, max_bytes);
+        let (partitions, bytes, any_error) = read_all(&targets, max_bytes, isolation);
         if !may_wait || bytes >= min_bytes || any_error {
             return build_response(version, topics, &targets, partitions);
         }
@@ -67,7 +72,7 @@ pub async fn handle(broker: &Arc<Broker>, version: i16, request: FetchRequest) -
             .is_err()
         {
             // Out of time: answer with whatever is there now.
-            let partitions = read_all(&targets, max_bytes).0;
+            let partitions = read_all(&targets, max_bytes, isolation).0;
             return build_response(version, topics, &targets, partitions);
         }
     }
@@ -107,7 +112,11 @@ fn resolve(
 
 /// Reads every target within the response budget. The first partition with data may exceed
 /// the budget by one batch, so a consumer can always make progress.
-fn read_all(targets: &[Target], max_bytes: usize) -> (Vec<PartitionData>, usize, bool) {
+fn read_all(
+    targets: &[Target],
+    max_bytes: usize,
+    isolation: Isolation,
+) -> (Vec<PartitionData>, usize, bool) {
     let mut remaining = max_bytes;
     let mut total = 0usize;
     let mut any_error = false;
@@ -117,26 +126,34 @@ fn read_all(targets: &[Target], max_bytes: usize) -> (Vec<PartitionData>, usize,
         let result = t.partition.clone().and_then(|p| {
             let limit = t.max_bytes.min(remaining);
             let read = p
-                .read(t.fetch_offset, limit, total == 0)
+                .read(t.fetch_offset, limit, total == 0, isolation)
                 .map_err(|e| match e {
                     StorageError::OffsetOutOfRange { .. } => ResponseError::OffsetOutOfRange,
                     other => storage_error_code(&other),
                 })?;
-            Ok((p, read))
+            // Read after the data: the stable offset only grows, so this bound covers it.
+            let lso = p.last_stable_offset();
+            let aborted = match isolation {
+                Isolation::ReadCommitted if !read.records.is_empty() => {
+                    aborted_in(&p, t.fetch_offset, lso).map_err(|e| storage_error_code(&e))?
+                }
+                _ => None,
+            };
+            Ok((p, read, lso, aborted))
         });
         match result {
-            Ok((p, read)) => {
+            Ok((p, read, lso, aborted)) => {
                 let len = read.records.len();
                 total += len;
                 remaining = remaining.saturating_sub(len);
                 if len > 0 {
                     p.traffic.bytes_out.increment(len as u64);
                 }
-                let hw = p.high_watermark();
                 out.push(
-                    data.with_high_watermark(hw)
-                        .with_last_stable_offset(hw)
+                    data.with_high_watermark(p.high_watermark())
+                        .with_last_stable_offset(lso)
                         .with_log_start_offset(read.log_start_offset)
+                        .with_aborted_transactions(aborted)
                         .with_records(Some(read.records)),
                 );
             }
@@ -154,6 +171,29 @@ fn read_all(targets: &[Target], max_bytes: usize) -> (Vec<PartitionData>, usize,
         }
     }
     (out, total, any_error)
+}
+
+/// The aborted transactions overlapping the data read from `from`, bounded by the last
+/// stable offset (a read_committed read never passes it); None when there are none, as
+/// Kafka sends null rather than an empty list.
+fn aborted_in(
+    p: &Partition,
+    from: i64,
+    lso: i64,
+) -> Result<Option<Vec<AbortedTransaction>>, StorageError> {
+    let txns = p.aborted_txns(from, lso)?;
+    if txns.is_empty() {
+        return Ok(None);
+    }
+    Ok(Some(
+        txns.into_iter()
+            .map(|t| {
+                AbortedTransaction::default()
+                    .with_producer_id(ProducerId(t.producer_id))
+                    .with_first_offset(t.first_offset)
+            })
+            .collect(),
+    ))
 }
 
 fn build_response(

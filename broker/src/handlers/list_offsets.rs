@@ -11,6 +11,7 @@ use sluice_protocol::kafka::messages::{ListOffsetsRequest, ListOffsetsResponse};
 use super::leader_for;
 use crate::broker::Broker;
 use crate::errors::storage_error_code;
+use crate::partition::Isolation;
 
 pub fn handle(
     broker: &Arc<Broker>,
@@ -18,6 +19,8 @@ pub fn handle(
     request: ListOffsetsRequest,
 ) -> ListOffsetsResponse {
     let image = broker.image();
+    // read_committed consumers see up to the last stable offset.
+    let isolation = Isolation::from_level(request.isolation_level);
     let topics = request
         .topics
         .into_iter()
@@ -37,7 +40,7 @@ pub fn handle(
                         p.current_leader_epoch,
                     )
                     .and_then(|part| {
-                        part.offset_for_timestamp(p.timestamp)
+                        part.offset_for_timestamp(p.timestamp, isolation)
                             .map_err(|e| storage_error_code(&e))
                     });
                     match found {

@@ -10,6 +10,8 @@ use sluice_raft::MetadataImage;
 use crate::broker::Broker;
 use crate::partition::Partition;
 
+mod add_offsets_to_txn;
+mod add_partitions_to_txn;
 mod alter_configs;
 mod api_versions;
 mod create_partitions;
@@ -20,6 +22,9 @@ mod delete_topics;
 mod describe_cluster;
 mod describe_configs;
 mod describe_groups;
+mod describe_producers;
+mod describe_transactions;
+mod end_txn;
 mod fetch;
 mod find_coordinator;
 mod heartbeat;
@@ -29,6 +34,7 @@ mod join_group;
 mod leave_group;
 mod list_groups;
 mod list_offsets;
+mod list_transactions;
 mod metadata;
 mod offset_commit;
 mod offset_delete;
@@ -36,6 +42,7 @@ mod offset_fetch;
 mod offset_for_leader_epoch;
 mod produce;
 mod sync_group;
+mod txn_offset_commit;
 
 /// What the connection does after a request.
 pub enum Outcome {
@@ -116,7 +123,26 @@ pub async fn handle(
         Request::DeleteGroups(r) => Response::DeleteGroups(delete_groups::handle(broker, r)),
         Request::OffsetDelete(r) => Response::OffsetDelete(offset_delete::handle(broker, r)),
         Request::InitProducerId(r) => {
-            Response::InitProducerId(init_producer_id::handle(broker, r).await)
+            Response::InitProducerId(init_producer_id::handle(broker, v, r).await)
+        }
+        Request::AddPartitionsToTxn(r) => {
+            Response::AddPartitionsToTxn(add_partitions_to_txn::handle(broker, v, r))
+        }
+        Request::AddOffsetsToTxn(r) => {
+            Response::AddOffsetsToTxn(add_offsets_to_txn::handle(broker, v, r))
+        }
+        Request::EndTxn(r) => Response::EndTxn(end_txn::handle(broker, v, r)),
+        Request::TxnOffsetCommit(r) => {
+            Response::TxnOffsetCommit(txn_offset_commit::handle(broker, v, r))
+        }
+        Request::DescribeProducers(r) => {
+            Response::DescribeProducers(describe_producers::handle(broker, r))
+        }
+        Request::DescribeTransactions(r) => {
+            Response::DescribeTransactions(describe_transactions::handle(broker, r))
+        }
+        Request::ListTransactions(r) => {
+            Response::ListTransactions(list_transactions::handle(broker, r))
         }
     };
     Outcome::Respond(response, v)

@@ -1,4 +1,6 @@
 //! OffsetFetch: committed offsets of one group (v1-v7) or several (v8+); -1 where none.
+//! With `require_stable` (v7+, KIP-447), a partition with offsets pending in an open
+//! transaction answers UNSTABLE_OFFSET_COMMIT, and the client retries.
 
 use std::sync::Arc;
 
@@ -36,12 +38,20 @@ pub fn handle(
                             .into_iter()
                             .map(|(topic, ps)| {
                                 OffsetFetchResponseTopics::default()
-                                    .with_name(TopicName(str_bytes(topic)))
+                                    .with_name(TopicName(str_bytes(topic.clone())))
                                     .with_partitions(
                                         ps.into_iter()
                                             .map(|(p, v)| {
                                                 let (offset, epoch, meta) = fields(v);
+                                                let unstable = unstable(
+                                                    broker,
+                                                    request.require_stable,
+                                                    &g.group_id,
+                                                    &topic,
+                                                    p,
+                                                );
                                                 OffsetFetchResponsePartitions::default()
+                                                    .with_error_code(unstable)
                                                     .with_partition_index(p)
                                                     .with_committed_offset(offset)
                                                     .with_committed_leader_epoch(epoch)
@@ -82,7 +92,7 @@ pub fn handle(
         .into_iter()
         .map(|(topic, ps)| {
             OffsetFetchResponseTopic::default()
-                .with_name(TopicName(str_bytes(topic)))
+                .with_name(TopicName(str_bytes(topic.clone())))
                 .with_partitions(
                     ps.into_iter()
                         .map(|(p, v)| {
@@ -91,7 +101,18 @@ pub fn handle(
                                 .with_partition_index(p)
                                 .with_committed_offset(offset)
                                 .with_metadata(Some(str_bytes(meta)))
-                                .with_error_code(partition_error.map_or(0, |e| e.code()));
+                                .with_error_code(partition_error.map_or_else(
+                                    || {
+                                        unstable(
+                                            broker,
+                                            request.require_stable,
+                                            &request.group_id,
+                                            &topic,
+                                            p,
+                                        )
+                                    },
+                                    |e| e.code(),
+                                ));
                             if version >= 5 {
                                 r.with_committed_leader_epoch(epoch)
                             } else {
@@ -119,6 +140,26 @@ fn fetch(
         .groups
         .check_coordinator(&broker.replicas, group_id)?;
     Ok(broker.groups.fetch_offsets(group_id, wanted))
+}
+
+/// UNSTABLE_OFFSET_COMMIT's code if the caller requires stable offsets and a transaction
+/// has offsets pending for this partition, else 0.
+fn unstable(
+    broker: &Broker,
+    require_stable: bool,
+    group_id: &str,
+    topic: &str,
+    partition: i32,
+) -> i16 {
+    if require_stable
+        && broker
+            .groups
+            .has_pending_offsets(group_id, topic, partition)
+    {
+        ResponseError::UnstableOffsetCommit.code()
+    } else {
+        0
+    }
 }
 
 /// Offset, leader epoch and metadata of a commit; Kafka's "none" values without one.

@@ -13,9 +13,11 @@ use sluice_protocol::ResponseError;
 use super::{partition_for, str_bytes, topic_name_for_id};
 use crate::broker::{now_ms, Broker};
 use crate::partition::AppendError;
+use sluice_storage::RecordBatch;
 
 pub fn handle(broker: &Arc<Broker>, version: i16, request: ProduceRequest) -> ProduceResponse {
     let acks = request.acks;
+    let transactional_id = request.transactional_id.as_ref().map(|t| t.to_string());
     let image = broker.image();
     let now = now_ms();
     let mut responses = Vec::with_capacity(request.topic_data.len());
@@ -37,10 +39,10 @@ pub fn handle(broker: &Arc<Broker>, version: i16, request: ProduceRequest) -> Pr
                     Some(name) => append(
                         broker,
                         &image,
-                        name,
-                        index,
+                        (name, index),
                         data.records.as_deref().unwrap_or_default(),
                         acks,
+                        transactional_id.as_deref(),
                         now,
                     ),
                 };
@@ -83,14 +85,29 @@ pub fn first_error(response: &ProduceResponse) -> Option<ResponseError> {
 fn append(
     broker: &Broker,
     image: &sluice_raft::MetadataImage,
-    topic: &str,
-    index: i32,
+    (topic, index): (&str, i32),
     records: &[u8],
     acks: i16,
+    transactional_id: Option<&str>,
     now: i64,
 ) -> Result<sluice_storage::AppendInfo, AppendError> {
     let partition = partition_for(broker, image, topic, index)?;
-    let info = partition.append_as_leader(records, acks, now)?;
+    let transactional = RecordBatch::new(records)
+        .ok()
+        .filter(|b| b.is_transactional())
+        .map(|b| (b.producer_id(), b.producer_epoch()));
+    let info = match (transactional, transactional_id) {
+        // The coordinator holds the transaction while the batch is appended, so it cannot
+        // end between its check and the write.
+        (Some((producer_id, epoch)), Some(id)) => broker.txns.with_partition_in_txn(
+            broker,
+            id,
+            (producer_id, epoch),
+            (topic, index),
+            || partition.append_as_leader(records, acks, now, true),
+        )??,
+        _ => partition.append_as_leader(records, acks, now, false)?,
+    };
     partition.traffic.bytes_in.increment(records.len() as u64);
     partition.traffic.messages_in.increment(info.record_count);
     Ok(info)
