@@ -11,10 +11,12 @@ What a user would notice, checked against Kafka's documented behaviour:
   READ_COMMITTED) answers the LSO.
 - consume-transform-produce with send_offsets_to_transaction, the processor SIGKILLed twice
   and restarted: every input exactly once in the committed output, offsets at the end.
-- a dead producer's transaction is aborted after transaction.timeout.ms.
+- a dead producer's transaction is aborted after transaction.timeout.ms, also when the
+  broker was restarted in between.
 - a second producer with the same transactional.id fences the first.
-- a broker restart (SIGTERM and SIGKILL) with a transaction open: it commits or aborts as a
-  whole, never torn.
+- a broker restart (SIGTERM and SIGKILL) with a transaction open, written to before and
+  after it: it commits or aborts as a whole, never torn; a restart right after a commit
+  was answered: the commit completes.
 - transactional offset commits are visible only after commit.
 - KIP-890's defence: a transactional produce to a partition not added to the transaction is
   refused with INVALID_TXN_STATE; `transaction.version` >= 2 is not advertised.
@@ -266,7 +268,14 @@ def test_open_transaction_holds_back_read_committed_at_the_lso(tbroker):
     cons = reader(b, "read_committed")
     try:
         cons.assign([TopicPartition(topic, 0, 0)])
-        assert cons.get_watermark_offsets(TopicPartition(topic, 0), timeout=10) == (0, 7)
+        # librdkafka's watermark query is a ListOffsets at the consumer's isolation level:
+        # the LSO for read_committed, the high watermark for read_uncommitted.
+        assert cons.get_watermark_offsets(TopicPartition(topic, 0), timeout=10) == (0, 3)
+        ru_cons = reader(b, "read_uncommitted")
+        try:
+            assert ru_cons.get_watermark_offsets(TopicPartition(topic, 0), timeout=10) == (0, 7)
+        finally:
+            ru_cons.close()
         seen = consume_to(cons, {tp: 3})
         assert seen[tp] == before, seen[tp]
         # Nothing past the LSO arrives while the transaction is open: not the transaction's
@@ -413,7 +422,10 @@ def test_consume_transform_produce_exactly_once_with_two_processor_kills(tbroker
 
 
 # ----------------------------------------------------------------------------- 4. timeout abort
-def test_dead_producers_transaction_is_aborted_after_its_timeout(sluice_factory, tmp_path):
+@pytest.mark.parametrize("restart", [False, True], ids=["running", "broker-restarted"])
+def test_dead_producers_transaction_is_aborted_after_its_timeout(sluice_factory, tmp_path, restart):
+    """With `restart`, the broker is SIGKILLed and restarted while the dead producer's
+    transaction is open: the recovered coordinator still times it out."""
     broker = sluice_factory(*TXN_BROKER_ARGS,
                             "--set", "transaction.abort.timed.out.transaction.cleanup.interval.ms=500")
     b = broker.bootstrap
@@ -445,6 +457,9 @@ def test_dead_producers_transaction_is_aborted_after_its_timeout(sluice_factory,
     finally:
         proc.send_signal(signal.SIGKILL)
         proc.wait(timeout=10)
+    if restart:
+        broker.kill()
+        broker.start()
 
     # The broker aborts it: the LSO passes it (abort marker at 7) within the bound.
     assert wait_stable(b, [tp], timeout=30) == {tp: 8}
@@ -515,10 +530,10 @@ def test_broker_restart_with_an_open_transaction_is_never_torn(tbroker, how):
     producer = txn_producer(b, tid, **{"reconnect.backoff.max.ms": 500})
     producer.begin_transaction()
     sent = Delivered()
-    for i in range(300):
-        producer.produce(topic, value=f"r-{i}".encode(), partition=i % 3, on_delivery=sent)
+    for i in range(200):
+        producer.produce(topic, value=f"r-{i}".encode(), partition=i % 2, on_delivery=sent)
     assert producer.flush(30) == 0
-    assert sum(len(v) for v in sent.by_tp.values()) == 300
+    assert sum(len(v) for v in sent.by_tp.values()) == 200
 
     if how == "sigterm":
         tbroker.stop()
@@ -527,6 +542,9 @@ def test_broker_restart_with_an_open_transaction_is_never_torn(tbroker, how):
     tbroker.start()
 
     try:
+        # More of the same transaction after the restart, partition 2 added only now.
+        for i in range(200, 300):
+            producer.produce(topic, value=f"r-{i}".encode(), partition=i % 3, on_delivery=sent)
         producer.commit_transaction(60)
         outcome = "committed"
     except KafkaException as exc:
@@ -543,10 +561,38 @@ def test_broker_restart_with_an_open_transaction_is_never_torn(tbroker, how):
     rc = read_all(b, tps, "read_committed", ends=hw)
     visible = sum(len(v) for v in rc.values())
     if outcome == "committed":
+        assert not sent.errors, sent.errors
+        assert sum(len(v) for v in sent.by_tp.values()) == 300
         for tp in tps:
             assert [v for _, v in rc[tp]] == sent.values(*tp), f"{tp}: a committed transaction is not all there"
     else:
-        assert visible == 0, f"a failed transaction left {visible} of 300 records visible"
+        assert visible == 0, f"a failed transaction left {visible} records visible"
+
+
+@pytest.mark.parametrize("how", ["sigterm", "sigkill"])
+def test_broker_restart_right_after_commit_completes_the_commit(tbroker, how):
+    """EndTxn answered, markers perhaps not yet written: the restarted coordinator finishes
+    the commit, and every record of the transaction becomes visible."""
+    b = tbroker.bootstrap
+    topic = unique_topic(f"txn-commit-restart-{how}")
+    create_topic(b, topic, partitions=3)
+    tps = [(topic, q) for q in range(3)]
+    producer = txn_producer(b, unique("tx-commit-restart"))
+    producer.begin_transaction()
+    sent = Delivered()
+    for i in range(300):
+        producer.produce(topic, value=f"k-{i}".encode(), partition=i % 3, on_delivery=sent)
+    producer.commit_transaction(30)
+    if how == "sigterm":
+        tbroker.stop()
+    else:
+        tbroker.kill()
+    tbroker.start()
+    hw = wait_stable(b, tps, timeout=30)
+    rc = read_all(b, tps, "read_committed", ends=hw)
+    for tp in tps:
+        assert [v for _, v in rc[tp]] == sent.values(*tp), f"{tp}: the committed transaction is not all there"
+        assert hw[tp] == len(sent.by_tp[tp]) + 1, f"{tp}: high watermark {hw[tp]} (records + one marker expected)"
 
 
 # ----------------------------------------------------------------------------- 7. transactional offsets
