@@ -312,15 +312,7 @@ impl GroupCoordinator {
         if offsets.is_empty() {
             return Ok(());
         }
-        let records: Vec<KeyValue> = offsets
-            .iter()
-            .map(|(t, p, v)| {
-                (
-                    offsets_topic::offset_key(group_id, t, *p),
-                    Some(offsets_topic::offset_value(v)),
-                )
-            })
-            .collect();
+        let records = offset_records(group_id, &offsets);
         log.append_transactional(self.partition_for(group_id), producer, &records)?;
         lock(&self.pending_txn_offsets)
             .entry(producer.0)
@@ -502,15 +494,7 @@ impl GroupCoordinator {
         if offsets.is_empty() {
             return Ok(());
         }
-        let records: Vec<KeyValue> = offsets
-            .iter()
-            .map(|(t, p, v)| {
-                (
-                    offsets_topic::offset_key(group_id, t, *p),
-                    Some(offsets_topic::offset_value(v)),
-                )
-            })
-            .collect();
+        let records = offset_records(group_id, &offsets);
         log.append(self.partition_for(group_id), &records)?;
         let mut all = lock(&self.offsets);
         let entry = all.entry(group_id.to_string()).or_default();
@@ -829,6 +813,19 @@ impl GroupCoordinator {
     }
 }
 
+/// The `__consumer_offsets` records of a group's offset commits.
+fn offset_records(group_id: &str, offsets: &[(String, i32, OffsetValue)]) -> Vec<KeyValue> {
+    offsets
+        .iter()
+        .map(|(t, p, v)| {
+            (
+                offsets_topic::offset_key(group_id, t, *p),
+                Some(offsets_topic::offset_value(v)),
+            )
+        })
+        .collect()
+}
+
 fn restore_group(id: String, v: GroupValue, now: Instant) -> Group {
     let mut g = Group::new(id, v.state_timestamp_ms);
     g.generation = v.generation;
@@ -912,6 +909,70 @@ mod tests {
             metadata: String::new(),
             commit_timestamp_ms: now_ms(),
         }
+    }
+
+    fn committed(c: &GroupCoordinator, group: &str, partition: i32) -> Option<i64> {
+        c.fetch_offsets(group, Some(vec![("t".into(), vec![partition])]))[0].1[0]
+            .1
+            .as_ref()
+            .map(|v| v.offset)
+    }
+
+    #[test]
+    fn transactional_offsets_count_only_once_committed_also_after_a_reload() {
+        let log = MemLog::default();
+        let c = GroupCoordinator::new(CoordinatorConfig::default());
+        let p = c.partition_for("g");
+        c.commit_offsets(&log, "g", -1, "", None, vec![("t".into(), 0, offset(1))])
+            .unwrap();
+        for (pid, o) in [(10, 5), (11, 6), (12, 7)] {
+            c.commit_txn_offsets(
+                &log,
+                "g",
+                (pid, 0),
+                -1,
+                "",
+                None,
+                vec![("t".into(), 0, offset(o))],
+            )
+            .unwrap();
+        }
+        assert_eq!(
+            committed(&c, "g", 0),
+            Some(1),
+            "pending offsets are not committed"
+        );
+        assert!(c.has_pending_offsets("g", "t", 0));
+        assert!(!c.has_pending_offsets("g", "t", 1));
+
+        // Producer 10 commits, 11 aborts, 12 stays open.
+        let marker = |pid, commit| {
+            lock(&log.records)
+                .entry(p)
+                .or_default()
+                .push(Replayed::Marker {
+                    producer_id: pid,
+                    commit,
+                })
+        };
+        marker(10, true);
+        c.complete_txn(10, true, p);
+        marker(11, false);
+        c.complete_txn(11, false, p);
+        assert_eq!(committed(&c, "g", 0), Some(5));
+        assert!(
+            c.has_pending_offsets("g", "t", 0),
+            "producer 12 is still open"
+        );
+
+        let reloaded = GroupCoordinator::new(CoordinatorConfig::default());
+        reloaded.load_partition(&log, p).unwrap();
+        assert_eq!(committed(&reloaded, "g", 0), Some(5));
+        assert!(reloaded.has_pending_offsets("g", "t", 0));
+        marker(12, true);
+        reloaded.complete_txn(12, true, p);
+        assert_eq!(committed(&reloaded, "g", 0), Some(7));
+        assert!(!reloaded.has_pending_offsets("g", "t", 0));
     }
 
     #[test]
