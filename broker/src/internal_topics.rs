@@ -13,7 +13,9 @@ use sluice_storage::{BatchBuilder, BatchIter, ControlType};
 
 use crate::broker::{now_ms, Broker};
 use crate::errors::storage_error_code;
+use crate::group::offsets_topic::OFFSETS_TOPIC;
 use crate::replica_manager::ReplicaManager;
+use crate::txn::state_topic::TXN_STATE_TOPIC;
 
 /// A record's key and value (None: a tombstone).
 pub type KeyValue = (Bytes, Option<Bytes>);
@@ -42,6 +44,45 @@ pub struct InternalTopicSpec {
     /// As configured; capped at the live brokers and what this broker can replicate.
     pub replication_factor: i16,
     pub configs: Vec<(&'static str, String)>,
+}
+
+/// Creates `__consumer_offsets` if it does not exist yet, with Kafka's settings for it.
+pub async fn ensure_offsets_topic(
+    broker: &Arc<Broker>,
+) -> Result<Arc<MetadataImage>, (ResponseError, String)> {
+    let cfg = broker.groups.config();
+    let spec = InternalTopicSpec {
+        name: OFFSETS_TOPIC,
+        partitions: cfg.offsets_topic_partitions,
+        replication_factor: cfg.offsets_topic_replication_factor,
+        configs: vec![
+            ("cleanup.policy", "compact".into()),
+            ("segment.bytes", "104857600".into()),
+            ("compression.type", "producer".into()),
+        ],
+    };
+    ensure_exists(broker, spec).await
+}
+
+/// Creates `__transaction_state` if it does not exist yet, with Kafka's settings for it.
+pub async fn ensure_transaction_state_topic(
+    broker: &Arc<Broker>,
+) -> Result<Arc<MetadataImage>, (ResponseError, String)> {
+    let cfg = broker.txns.config();
+    let spec = InternalTopicSpec {
+        name: TXN_STATE_TOPIC,
+        partitions: cfg.state_log_partitions,
+        replication_factor: cfg.state_log_replication_factor,
+        configs: vec![
+            ("cleanup.policy", "compact".into()),
+            ("segment.bytes", "104857600".into()),
+            ("compression.type", "uncompressed".into()),
+            // Kafka's transaction.state.log.min.isr is 2, but the replication factor is
+            // capped at what this broker can replicate.
+            ("min.insync.replicas", "1".into()),
+        ],
+    };
+    ensure_exists(broker, spec).await
 }
 
 /// Creates the internal topic if it does not exist yet, and returns an image that has it.

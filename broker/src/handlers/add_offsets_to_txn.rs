@@ -9,13 +9,21 @@ use sluice_protocol::ResponseError;
 use super::add_partitions_to_txn::fenced_for_version;
 use crate::broker::Broker;
 use crate::group::offsets_topic::OFFSETS_TOPIC;
+use crate::internal_topics;
 use crate::txn::AddPartitionsError;
 
-pub fn handle(
+pub async fn handle(
     broker: &Arc<Broker>,
     version: i16,
     request: AddOffsetsToTxnRequest,
 ) -> AddOffsetsToTxnResponse {
+    // Clients may send this before they look up the group's coordinator (kafka-python
+    // does), so the offsets topic may not exist yet: Kafka's coordinator does not need it
+    // to, ours needs its partition to add it.
+    if let Err((code, why)) = internal_topics::ensure_offsets_topic(broker).await {
+        tracing::warn!(error = %why, "AddOffsetsToTxn: no {OFFSETS_TOPIC}");
+        return AddOffsetsToTxnResponse::default().with_error_code(code.code());
+    }
     let partition = (
         OFFSETS_TOPIC.to_string(),
         broker.groups.partition_for(&request.group_id),

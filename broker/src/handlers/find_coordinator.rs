@@ -11,7 +11,7 @@ use sluice_protocol::ResponseError;
 use super::{message, str_bytes};
 use crate::broker::Broker;
 use crate::group::offsets_topic::OFFSETS_TOPIC;
-use crate::internal_topics::{self, coordinator_address, InternalTopicSpec};
+use crate::internal_topics::{self, coordinator_address};
 use crate::txn::state_topic::TXN_STATE_TOPIC;
 
 const KEY_TYPE_GROUP: i8 = 0;
@@ -35,42 +35,15 @@ pub async fn handle(
         vec![request.key.to_string()]
     };
     let found: Vec<Found> = match request.key_type {
-        KEY_TYPE_GROUP => {
-            let cfg = broker.groups.config();
-            let spec = InternalTopicSpec {
-                name: OFFSETS_TOPIC,
-                partitions: cfg.offsets_topic_partitions,
-                replication_factor: cfg.offsets_topic_replication_factor,
-                configs: vec![
-                    ("cleanup.policy", "compact".into()),
-                    ("segment.bytes", "104857600".into()),
-                    ("compression.type", "producer".into()),
-                ],
-            };
-            match internal_topics::ensure_exists(broker, spec).await {
-                Ok(image) => keys
-                    .iter()
-                    .map(|k| {
-                        coordinator_address(&image, OFFSETS_TOPIC, broker.groups.partition_for(k))
-                    })
-                    .collect(),
-                Err(e) => keys.iter().map(|_| Err(e.clone())).collect(),
-            }
-        }
+        KEY_TYPE_GROUP => match internal_topics::ensure_offsets_topic(broker).await {
+            Ok(image) => keys
+                .iter()
+                .map(|k| coordinator_address(&image, OFFSETS_TOPIC, broker.groups.partition_for(k)))
+                .collect(),
+            Err(e) => keys.iter().map(|_| Err(e.clone())).collect(),
+        },
         KEY_TYPE_TRANSACTION => {
-            let cfg = broker.txns.config();
-            let spec = InternalTopicSpec {
-                name: TXN_STATE_TOPIC,
-                partitions: cfg.state_log_partitions,
-                replication_factor: cfg.state_log_replication_factor,
-                configs: vec![
-                    ("cleanup.policy", "compact".into()),
-                    ("segment.bytes", "104857600".into()),
-                    ("compression.type", "uncompressed".into()),
-                    ("min.insync.replicas", "1".into()),
-                ],
-            };
-            match internal_topics::ensure_exists(broker, spec).await {
+            match internal_topics::ensure_transaction_state_topic(broker).await {
                 Ok(image) => keys
                     .iter()
                     .map(|k| {

@@ -129,7 +129,7 @@ pub async fn handle(
             Response::AddPartitionsToTxn(add_partitions_to_txn::handle(broker, v, r))
         }
         Request::AddOffsetsToTxn(r) => {
-            Response::AddOffsetsToTxn(add_offsets_to_txn::handle(broker, v, r))
+            Response::AddOffsetsToTxn(add_offsets_to_txn::handle(broker, v, r).await)
         }
         Request::EndTxn(r) => Response::EndTxn(end_txn::handle(broker, v, r)),
         Request::TxnOffsetCommit(r) => {
