@@ -53,6 +53,7 @@ const SERVER_KEYS: &[&str] = &[
     "transaction.state.log.replication.factor",
     "transaction.max.timeout.ms",
     "transaction.abort.timed.out.transaction.cleanup.interval.ms",
+    "transactional.id.expiration.ms",
 ];
 
 pub struct Settings {
@@ -281,6 +282,11 @@ fn build(explicit: BTreeMap<String, String>) -> anyhow::Result<Settings> {
         txns.abort_timed_out_interval,
     )?
     .max(Duration::from_millis(10));
+    txns.id_expiration_ms = parse(
+        get("transactional.id.expiration.ms"),
+        "transactional.id.expiration.ms",
+        txns.id_expiration_ms,
+    )?;
     if txns.state_log_partitions < 1 {
         bail!("transaction.state.log.num.partitions must be at least 1");
     }

@@ -43,6 +43,9 @@ pub struct TxnConfig {
     pub max_timeout_ms: i32,
     /// `transaction.abort.timed.out.transaction.cleanup.interval.ms`
     pub abort_timed_out_interval: Duration,
+    /// `transactional.id.expiration.ms`: an id with no transaction open that has not been
+    /// used for this long is forgotten (tombstoned).
+    pub id_expiration_ms: i64,
 }
 
 impl Default for TxnConfig {
@@ -52,6 +55,7 @@ impl Default for TxnConfig {
             state_log_replication_factor: 3,
             max_timeout_ms: 900_000,
             abort_timed_out_interval: Duration::from_secs(10),
+            id_expiration_ms: 7 * 24 * 3600 * 1000,
         }
     }
 }
@@ -537,12 +541,39 @@ impl TxnCoordinator {
                     let commit = m.value.state == TxnState::PrepareCommit;
                     self.complete(broker, &id, &mut m, commit)
                 }
+                TxnState::Empty | TxnState::CompleteCommit | TxnState::CompleteAbort
+                    if now - m.value.last_update_ms > self.cfg.id_expiration_ms =>
+                {
+                    self.expire(broker, &id, &mut m)
+                }
                 _ => Ok(()),
             };
             if let Err(e) = result {
                 tracing::warn!(transactional_id = %id, error = ?e, "could not end a transaction; will retry");
             }
         }
+    }
+
+    /// Forgets an idle transactional id: a tombstone in its partition, then gone from
+    /// memory. Marked Dead first: a request that already holds this entry waits on its
+    /// lock and then answers CONCURRENT_TRANSACTIONS, so the client retries on a fresh one.
+    fn expire(
+        &self,
+        broker: &Broker,
+        transactional_id: &str,
+        m: &mut TxnMetadata,
+    ) -> Result<(), ResponseError> {
+        internal_topics::append(
+            &broker.replicas,
+            TXN_STATE_TOPIC,
+            self.partition_for(transactional_id),
+            &[(state_topic::key(transactional_id), None)],
+            None,
+        )?;
+        m.value.state = TxnState::Dead;
+        lock(&self.txns).remove(transactional_id);
+        tracing::info!(transactional_id, "expired an idle transactional id");
+        Ok(())
     }
 
     /// DescribeTransactions for one id.
