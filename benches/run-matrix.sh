@@ -3,15 +3,17 @@
 # broker, each producer run repeated against librdkafka's in-process mock cluster
 # (test.mock.num.brokers=1: no broker process, no storage) as the ceiling of the same run.
 #
-#   benches/run-matrix.sh BROKER_ADDR [--broker-pid PID] [--quick] [--out FILE]
-#   benches/run-matrix.sh --start-broker [--quick] [--out FILE]
+#   benches/run-matrix.sh BROKER_ADDR [--broker-pid PID] [--quick] [--partitions LIST] [--out FILE]
+#   benches/run-matrix.sh --start-broker [--quick] [--partitions LIST] [--out FILE]
 #
 # --start-broker builds and starts `sluice serve` (release) on free loopback ports with a
 # temporary data dir, reads its CPU seconds and peak RSS from /proc, and stops it at the end;
 # --broker-pid does the /proc part for a broker started elsewhere. --quick uses small record
-# counts (a smoke test, not a measurement). The markdown report goes to stdout and to FILE
-# (default: a new directory under ${TMPDIR:-/tmp}, next to every tool's raw output). Each
-# run creates its own topic, perf-<cell>-<unix time>; against BROKER_ADDR they are left there.
+# counts (a smoke test, not a measurement). --partitions 1 (a comma-separated list) runs only
+# those partition counts (before/after runs of the 1-partition targets). The markdown report
+# goes to stdout and to FILE (default: a new directory under ${TMPDIR:-/tmp}, next to every
+# tool's raw output). Each run creates its own topic, perf-<cell>-<unix time>; against
+# BROKER_ADDR they are left there.
 #
 # Matrix: record sizes 100 B and 1 KiB x acks 1 and all x 1, 8 and 64 partitions, unthrottled,
 # each topic then consumed in full with no group; then latency at a fixed rate (20,000 msg/s
@@ -30,12 +32,14 @@ broker_pid=""
 start_broker=false
 quick=false
 out=""
+partitions_arg=""
 while [ $# -gt 0 ]; do
     case "$1" in
         --start-broker) start_broker=true ;;
         --quick) quick=true ;;
         --broker-pid) broker_pid="${2:?--broker-pid needs a PID}"; shift ;;
         --out) out="${2:?--out needs a file}"; shift ;;
+        --partitions) partitions_arg="${2:?--partitions needs a list, e.g. 1,8}"; shift ;;
         -h|--help) usage ;;
         -*) echo "unknown option $1" >&2; usage ;;
         *) [ -z "$broker_addr" ] || usage; broker_addr="$1" ;;
@@ -54,6 +58,9 @@ fi
 sizes=(100 1024)
 acks_list=(1 all)
 partitions_list=(1 8 64)
+if [ -n "$partitions_arg" ]; then
+    IFS=, read -r -a partitions_list <<<"$partitions_arg"
+fi
 latency_rate=20000
 latency_size=1024
 # linger.ms=5 is librdkafka's default (and the Java producer's since Kafka 4.0); with it the
@@ -304,7 +311,7 @@ lat_p99_l0="${result[latency-l0-p1]}"
     echo "# Sluice load matrix"
     echo
     echo "- date: $(date -u '+%Y-%m-%d %H:%M UTC'); commit $(git rev-parse --short HEAD 2>/dev/null || echo unknown)$( [ -n "$(git status --porcelain --untracked-files=no 2>/dev/null)" ] && echo ' (with uncommitted changes)')"
-    echo "- command: \`benches/run-matrix.sh $($start_broker && echo --start-broker || echo "$broker_addr")$($quick && echo ' --quick')\`$($quick && echo ' (quick: record counts too small for a measurement)')"
+    echo "- command: \`benches/run-matrix.sh $($start_broker && echo --start-broker || echo "$broker_addr")$($quick && echo ' --quick')$([ -n "$partitions_arg" ] && echo " --partitions $partitions_arg")\`$($quick && echo ' (quick: record counts too small for a measurement)')"
     echo "- machine: $(nproc) cores ($(grep -m1 'model name' /proc/cpuinfo | sed 's/.*: //')), $(free -m | awk '/^Mem:/ { printf "%.1f GiB", $2 / 1024 }') memory, kernel $(uname -r); load average (1/5/15 min) $load_at_start at the start, $load_at_end at the end"
     if $start_broker; then
         echo "- broker: \`sluice serve\` (release), data dir on $(df -hT "$work" | awk 'NR == 2 { printf "%s %s (%s, %s free)", $1, $2, $3, $5 }'), default flush policy; client and broker share the cores"
