@@ -31,6 +31,7 @@ pub struct Connection {
     broker: Arc<Broker>,
     peer: SocketAddr,
     queued_kib: Arc<Semaphore>,
+    metrics: RequestMetrics,
 }
 
 /// Why a connection ended early; logged once.
@@ -49,10 +50,11 @@ impl Connection {
             broker,
             peer,
             queued_kib,
+            metrics: RequestMetrics::default(),
         }
     }
 
-    pub async fn run(self, mut stream: TcpStream) {
+    pub async fn run(mut self, mut stream: TcpStream) {
         let _ = stream.set_nodelay(true);
         metrics::gauge!("sluice_connections").increment(1.0);
         metrics::counter!("sluice_connections_accepted_total").increment(1);
@@ -72,7 +74,7 @@ impl Connection {
         metrics::gauge!("sluice_connections").decrement(1.0);
     }
 
-    async fn serve(&self, stream: &mut TcpStream) -> Close {
+    async fn serve(&mut self, stream: &mut TcpStream) -> Close {
         let max_frame = self.broker.config.max_request_bytes;
         let mut shutdown = self.broker.shutdown_signal();
         let mut input = BytesMut::with_capacity(READ_BUFFER_BYTES);
@@ -165,7 +167,7 @@ impl Connection {
     }
 
     /// Decodes and handles one request, queueing its response (if any) on `output`.
-    async fn handle(&self, frame: bytes::Bytes, output: &mut Output) -> Result<(), Close> {
+    async fn handle(&mut self, frame: bytes::Bytes, output: &mut Output) -> Result<(), Close> {
         let started = Instant::now();
         let (header, request) = match decode_request(frame) {
             Ok(decoded) => decoded,
@@ -186,11 +188,11 @@ impl Connection {
             match handlers::handle(&self.broker, &header, self.peer, request).await {
                 handlers::Outcome::Respond(response, version) => (response, version),
                 handlers::Outcome::Silent => {
-                    record_request(api_name, started);
+                    self.metrics.record(header.api_key, started);
                     return Ok(());
                 }
                 handlers::Outcome::Close(reason) => {
-                    record_request(api_name, started);
+                    self.metrics.record(header.api_key, started);
                     return Err(Close::Protocol(reason));
                 }
             };
@@ -199,15 +201,38 @@ impl Connection {
             tracing::error!(error = %e, "response encoding failed (a broker bug)");
             return Err(Close::Protocol(e.to_string()));
         }
-        record_request(api_name, started);
+        self.metrics.record(header.api_key, started);
         Ok(())
     }
 }
 
-fn record_request(api: &'static str, started: Instant) {
-    metrics::counter!("sluice_requests_total", "api" => api).increment(1);
-    metrics::histogram!("sluice_request_duration_seconds", "api" => api)
-        .record(started.elapsed().as_secs_f64());
+/// This connection's request counter and duration histogram per API, looked up in the
+/// recorder once per connection and API instead of once per request (the lookup hashes the
+/// name and labels and takes the registry's lock: 1.8% of broker CPU in a profile of
+/// 1-record produce requests).
+#[derive(Default)]
+struct RequestMetrics {
+    by_api: Vec<(ApiKey, metrics::Counter, metrics::Histogram)>,
+}
+
+impl RequestMetrics {
+    fn record(&mut self, key: ApiKey, started: Instant) {
+        let i = match self.by_api.iter().position(|(k, _, _)| *k == key) {
+            Some(i) => i,
+            None => {
+                let api = api_name(key);
+                self.by_api.push((
+                    key,
+                    metrics::counter!("sluice_requests_total", "api" => api),
+                    metrics::histogram!("sluice_request_duration_seconds", "api" => api),
+                ));
+                self.by_api.len() - 1
+            }
+        };
+        let (_, requests, duration) = &self.by_api[i];
+        requests.increment(1);
+        duration.record(started.elapsed().as_secs_f64());
+    }
 }
 
 /// A static label for each API (metrics labels must not allocate per request).
