@@ -224,8 +224,8 @@ impl Log {
         let mut parsed = Vec::new();
         for b in BatchIter::new(batches) {
             let b = b?;
-            let records_crc = validate_client_batch(&b, cfg.max_message_bytes as usize)?;
-            parsed.push((b, records_crc));
+            validate_client_batch(&b, cfg.max_message_bytes as usize)?;
+            parsed.push(b);
         }
         let log_append = cfg.timestamp_type == TimestampType::LogAppendTime;
         let mut w = lock(&self.writer);
@@ -236,7 +236,7 @@ impl Log {
         }
         let offsets: i64 = parsed
             .iter()
-            .map(|(b, _)| b.last_offset_delta() as i64 + 1)
+            .map(|b| b.last_offset_delta() as i64 + 1)
             .sum();
         let last = base + offsets - 1;
         self.maybe_roll(&mut w, &cfg, batches.len() as u64, base, last, now_ms)?;
@@ -245,12 +245,12 @@ impl Log {
         let mut metas = Vec::with_capacity(parsed.len());
         let mut next = base;
         let mut records = 0u64;
-        for (b, records_crc) in &parsed {
+        for b in &parsed {
             let mut h = PatchedHeader::new(b);
             h.set_base_offset(next);
             h.set_partition_leader_epoch(leader_epoch);
             let max_ts = if log_append {
-                h.set_log_append_time(now_ms, *records_crc, b.records_bytes().len());
+                h.set_log_append_time(now_ms, b.records_bytes());
                 now_ms
             } else {
                 b.max_timestamp()
@@ -265,7 +265,7 @@ impl Log {
             headers.push(h);
         }
         let mut slices = Vec::with_capacity(parsed.len() * 2);
-        for ((b, _), h) in parsed.iter().zip(&headers) {
+        for (b, h) in parsed.iter().zip(&headers) {
             slices.push(IoSlice::new(&h.bytes));
             slices.push(IoSlice::new(b.records_bytes()));
         }
