@@ -243,6 +243,67 @@ def test_commit_and_abort_read_committed_and_uncommitted(tbroker):
         assert [v for _, v in rc[tp] if v.startswith(b"c")] == committed.values(*tp)
 
 
+def test_interleaved_transactions_over_small_segments_and_a_restart(tbroker):
+    """Two transactional producers and a plain one write to the same partitions at once,
+    one transaction committing and the other aborting, over 2 KiB segments (so aborted
+    transactions span segments and the aborted-transaction index is per segment). While
+    one is finished and the other open, the LSO is the open one's first offset. After a
+    SIGKILL restart (indexes rebuilt), read_committed still sees exactly the same."""
+    b = tbroker.bootstrap
+    topic = unique_topic("txn-mix")
+    create_topic(b, topic, partitions=2, config={"segment.bytes": "2048"})
+    tps = [(topic, 0), (topic, 1)]
+    p1, p2 = txn_producer(b, unique("tx-mix1")), txn_producer(b, unique("tx-mix2"))
+    plain = Producer({"bootstrap.servers": b, "acks": "all", "linger.ms": 0})
+    committed, aborted, plain_sent = Delivered(), Delivered(), Delivered()
+    pad = b"." * 150
+    for rnd in range(8):
+        this = {p1: Delivered(), p2: Delivered()}
+        p1.begin_transaction()
+        p2.begin_transaction()
+        for i in range(5):
+            for name, prod in (("p1", p1), ("p2", p2)):
+                prod.produce(topic, value=f"{name}-{rnd}-{i}-".encode() + pad, partition=i % 2,
+                             on_delivery=this[prod])
+                assert prod.flush(30) == 0  # one at a time, so the two interleave in the log
+            plain.produce(topic, value=f"plain-{rnd}-{i}-".encode() + pad, partition=i % 2, on_delivery=plain_sent)
+            assert plain.flush(30) == 0
+        first_end, second_end = (p1, p2) if rnd % 2 == 0 else (p2, p1)
+        commit_first = rnd % 4 < 2
+        for prod, commit in ((first_end, commit_first), (second_end, not commit_first)):
+            if commit:
+                prod.commit_transaction(30)
+            else:
+                prod.abort_transaction(30)
+            target = committed if commit else aborted
+            for tp, recs in this[prod].by_tp.items():
+                target.by_tp[tp].extend(recs)
+            if prod is first_end:
+                # The other transaction is still open: the LSO is its first offset.
+                want = {tp: min(o for o, _ in this[second_end].by_tp[tp]) for tp in tps}
+                assert end_offsets(b, tps, IsolationLevel.READ_COMMITTED) == want, f"round {rnd}"
+    assert not (committed.errors or aborted.errors or plain_sent.errors)
+
+    def check():
+        hw = wait_stable(b, tps)
+        rc = read_all(b, tps, "read_committed", ends=hw)
+        ru = read_all(b, tps, "read_uncommitted", ends=hw)
+        for tp in tps:
+            want_rc = sorted(committed.by_tp[tp] + plain_sent.by_tp[tp])
+            assert rc[tp] == want_rc, f"read_committed {tp}: {len(rc[tp])} records, {len(want_rc)} expected"
+            want_ru = sorted(committed.by_tp[tp] + aborted.by_tp[tp] + plain_sent.by_tp[tp])
+            assert ru[tp] == want_ru, f"read_uncommitted {tp}: {len(ru[tp])} records, {len(want_ru)} expected"
+            assert hw[tp] == len(want_ru) + 16, f"{tp}: high watermark {hw[tp]}, {len(want_ru)} records + 16 markers expected"
+
+    check()
+    for q in range(2):  # the premise: several segments per partition
+        segments = list((tbroker.data_dir / f"{topic}-{q}").glob("*.log"))
+        assert len(segments) >= 3, f"partition {q}: {len(segments)} segments"
+    tbroker.kill()
+    tbroker.start()
+    check()
+
+
 # ----------------------------------------------------------------------------- 2. LSO
 def test_open_transaction_holds_back_read_committed_at_the_lso(tbroker):
     b = tbroker.bootstrap
@@ -577,7 +638,8 @@ def test_broker_restart_right_after_commit_completes_the_commit(tbroker, how):
     topic = unique_topic(f"txn-commit-restart-{how}")
     create_topic(b, topic, partitions=3)
     tps = [(topic, q) for q in range(3)]
-    producer = txn_producer(b, unique("tx-commit-restart"))
+    tid = unique("tx-commit-restart")
+    producer = txn_producer(b, tid)
     producer.begin_transaction()
     sent = Delivered()
     for i in range(300):
@@ -593,6 +655,10 @@ def test_broker_restart_right_after_commit_completes_the_commit(tbroker, how):
     for tp in tps:
         assert [v for _, v in rc[tp]] == sent.values(*tp), f"{tp}: the committed transaction is not all there"
         assert hw[tp] == len(sent.by_tp[tp]) + 1, f"{tp}: high watermark {hw[tp]} (records + one marker expected)"
+    with tw.Conn(b) as c:  # the coordinator recovered the transactional id's state
+        tw.coordinator_ready(c, tid)
+        assert wait_state(c, tid, "CompleteCommit")["topics"] == {}
+        assert c.list_transactions(state_filters=["CompleteCommit"])[2].get(tid, (None, None))[1] == "CompleteCommit"
 
 
 # ----------------------------------------------------------------------------- 7. transactional offsets
