@@ -10,7 +10,7 @@
 
 use std::collections::BTreeMap;
 use std::fs::{File, OpenOptions};
-use std::io::{IoSlice, Seek, SeekFrom, Write};
+use std::io::IoSlice;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, OnceLock, RwLock};
@@ -123,21 +123,44 @@ fn default_cache() -> Arc<HandleCache> {
         .clone()
 }
 
-/// Writes all of `bufs` at `pos` (the writer is the only one moving the file cursor).
-fn write_all_at(mut file: &File, pos: u64, bufs: &mut [IoSlice<'_>]) -> std::io::Result<()> {
-    file.seek(SeekFrom::Start(pos))?;
+/// Writes all of `bufs` at `pos` with positioned vectored writes (pwritev): one system call
+/// per append, where a seek and a write took two.
+fn write_all_at(file: &File, mut pos: u64, bufs: &mut [IoSlice<'_>]) -> std::io::Result<()> {
+    use std::os::fd::AsRawFd;
+    /// Linux's IOV_MAX.
+    const MAX_SLICES: usize = 1024;
     let mut bufs = bufs;
     while !bufs.is_empty() {
-        match file.write_vectored(bufs) {
-            Ok(0) => {
+        let count = bufs.len().min(MAX_SLICES) as libc::c_int;
+        let offset = libc::off_t::try_from(pos)
+            .map_err(|_| std::io::Error::other("segment position beyond off_t"))?;
+        // SAFETY: std guarantees IoSlice is ABI-compatible with iovec on Unix; the slices
+        // and the descriptor (owned by `file`) outlive the call, which only reads them.
+        let n = unsafe {
+            libc::pwritev(
+                file.as_raw_fd(),
+                bufs.as_ptr().cast::<libc::iovec>(),
+                count,
+                offset,
+            )
+        };
+        match n {
+            0 => {
                 return Err(std::io::Error::new(
                     std::io::ErrorKind::WriteZero,
                     "short write to segment",
                 ))
             }
-            Ok(n) => IoSlice::advance_slices(&mut bufs, n),
-            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
-            Err(e) => return Err(e),
+            n if n > 0 => {
+                pos += n as u64;
+                IoSlice::advance_slices(&mut bufs, n as usize);
+            }
+            _ => {
+                let e = std::io::Error::last_os_error();
+                if e.kind() != std::io::ErrorKind::Interrupted {
+                    return Err(e);
+                }
+            }
         }
     }
     Ok(())
