@@ -25,6 +25,21 @@ use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use crate::broker::Broker;
 use crate::handlers;
 
+/// Resolves once the broker is shutting down (never, if the signal is gone).
+async fn stopping(shutdown: &mut tokio::sync::watch::Receiver<bool>) {
+    loop {
+        let stopping = *shutdown.borrow_and_update();
+        if stopping {
+            return;
+        }
+        if shutdown.changed().await.is_err() {
+            std::future::pending::<()>().await;
+        }
+    }
+}
+
+/// How long a request still running at shutdown may take before its connection closes.
+const SHUTDOWN_GRACE: std::time::Duration = std::time::Duration::from_millis(500);
 const READ_BUFFER_BYTES: usize = 64 * 1024;
 
 pub struct Connection {
@@ -115,7 +130,7 @@ impl Connection {
                     }
                 }
             };
-            if let Err(close) = self.handle(frame, &mut output).await {
+            if let Err(close) = self.handle(frame, &mut output, &mut shutdown).await {
                 return close;
             }
             drop(permit);
@@ -167,7 +182,12 @@ impl Connection {
     }
 
     /// Decodes and handles one request, queueing its response (if any) on `output`.
-    async fn handle(&mut self, frame: bytes::Bytes, output: &mut Output) -> Result<(), Close> {
+    async fn handle(
+        &mut self,
+        frame: bytes::Bytes,
+        output: &mut Output,
+        shutdown: &mut tokio::sync::watch::Receiver<bool>,
+    ) -> Result<(), Close> {
         let started = Instant::now();
         let (header, request) = match decode_request(frame) {
             Ok(decoded) => decoded,
@@ -184,18 +204,30 @@ impl Connection {
             }
         };
         let api_name = api_name(header.api_key);
-        let (response, version) =
-            match handlers::handle(&self.broker, &header, self.peer, request).await {
-                handlers::Outcome::Respond(response, version) => (response, version),
-                handlers::Outcome::Silent => {
-                    self.metrics.record(header.api_key, started);
-                    return Ok(());
+        let handling = handlers::handle(&self.broker, &header, self.peer, request);
+        tokio::pin!(handling);
+        let outcome = tokio::select! {
+            outcome = &mut handling => outcome,
+            _ = stopping(shutdown) => {
+                // A request parked for data or a rebalance would hold the shutdown for its
+                // whole wait: give it a moment to finish, then close without an answer.
+                match tokio::time::timeout(SHUTDOWN_GRACE, &mut handling).await {
+                    Ok(outcome) => outcome,
+                    Err(_) => return Err(Close::Shutdown),
                 }
-                handlers::Outcome::Close(reason) => {
-                    self.metrics.record(header.api_key, started);
-                    return Err(Close::Protocol(reason));
-                }
-            };
+            }
+        };
+        let (response, version) = match outcome {
+            handlers::Outcome::Respond(response, version) => (response, version),
+            handlers::Outcome::Silent => {
+                self.metrics.record(header.api_key, started);
+                return Ok(());
+            }
+            handlers::Outcome::Close(reason) => {
+                self.metrics.record(header.api_key, started);
+                return Err(Close::Protocol(reason));
+            }
+        };
         crate::metrics::count_response_errors(api_name, &response);
         if let Err(e) = output.push(header.correlation_id, version, &response) {
             tracing::error!(error = %e, "response encoding failed (a broker bug)");
