@@ -297,14 +297,15 @@ check() { # value op threshold -> yes/no/n/a
 }
 pct() { awk -v a="$1" -v b="$2" 'BEGIN { if (a+0 > 0 && b+0 > 0) printf "%.0f", 100 * a / b; else print "n/a" }'; }
 with_pct() { if [ "$1" = n/a ]; then echo n/a; else echo "$1%"; fi; }
-read -r a_msgs _ a_mmsgs _ _ _ <<<"${result[s100-a1-p1]}"
-read -r _ b_mb _ b_mmb _ _ <<<"${result[s1024-a1-p1]}"
-read -r _ c_mb _ c_mmb _ _ <<<"${result[s1024-aall-p1]}"
+# Cells not run (--partitions without 1) read as empty and their targets as n/a.
+read -r a_msgs _ a_mmsgs _ _ _ <<<"${result[s100-a1-p1]:-}"
+read -r _ b_mb _ b_mmb _ _ <<<"${result[s1024-a1-p1]:-}"
+read -r _ c_mb _ c_mmb _ _ <<<"${result[s1024-aall-p1]:-}"
 t1="$(pct "$a_msgs" "$a_mmsgs")"
 t2="$(pct "$b_mb" "$b_mmb")"
 t3="$(pct "$c_mb" "$c_mmb")"
-lat_p99_l5="${result[latency-l5-p1]}"
-lat_p99_l0="${result[latency-l0-p1]}"
+lat_p99_l5="${result[latency-l5-p1]:-n/a}"
+lat_p99_l0="${result[latency-l0-p1]:-n/a}"
 
 # ---- report ------------------------------------------------------------------------------
 {
@@ -344,7 +345,7 @@ lat_p99_l0="${result[latency-l0-p1]}"
     target_row "produce 1 KiB, acks=1, MB/s vs ceiling" "$(with_pct "$t2")" "≥ 60%" "$(check "$t2" '>=' 60)"
     target_row "produce 1 KiB, acks=all, MB/s vs ceiling" "$(with_pct "$t3")" "≥ 60%" "$(check "$t3" '>=' 60)"
     for cell in s100-a1-p1 s1024-a1-p1 s1024-aall-p1; do
-        read -r p_msgs _ _ _ k_msgs _ <<<"${result[$cell]}"
+        read -r p_msgs _ _ _ k_msgs _ <<<"${result[$cell]:-}"
         target_row "consume vs produce ($cell)" "$(ratio "$k_msgs" "$p_msgs")" "≥ 100%" "$(check "$(pct "$k_msgs" "$p_msgs")" '>=' 100)"
     done
     target_row "p99 at $latency_rate msg/s of 1 KiB, acks=all, linger.ms=5" "$lat_p99_l5 ms" "< 2 ms" "$(check "$lat_p99_l5" '<' 2)"
