@@ -453,7 +453,9 @@ impl TxnCoordinator {
     }
 
     /// EndTxn: commit or abort the producer's transaction. Answered once every marker is
-    /// written. A retry of an end that already happened succeeds.
+    /// written, or once the decision (Prepare) is persisted if a marker cannot be written
+    /// now: the decision stands and the timer finishes it, as Kafka answers after Prepare.
+    /// A retry of an end that already happened succeeds.
     pub fn end_txn(
         &self,
         broker: &Broker,
@@ -464,12 +466,26 @@ impl TxnCoordinator {
     ) -> Result<(), ResponseError> {
         let txn = self.producer_txn(broker, transactional_id, producer_id, epoch)?;
         let mut m = lock(&txn);
+        let prepared = if commit {
+            TxnState::PrepareCommit
+        } else {
+            TxnState::PrepareAbort
+        };
         match (m.value.state, commit) {
-            (TxnState::Ongoing, _) => self.complete(broker, transactional_id, &mut m, commit),
-            (TxnState::CompleteCommit, true) | (TxnState::CompleteAbort, false) => Ok(()),
-            (TxnState::PrepareCommit, true) | (TxnState::PrepareAbort, false) => {
-                self.complete(broker, transactional_id, &mut m, commit)
+            (TxnState::Ongoing, _) => {
+                match self.complete(broker, transactional_id, &mut m, commit) {
+                    Err(e) if m.value.state == prepared => {
+                        tracing::warn!(transactional_id, error = ?e, "transaction decided; its markers will be retried");
+                        Ok(())
+                    }
+                    other => other,
+                }
             }
+            (TxnState::CompleteCommit, true) | (TxnState::CompleteAbort, false) => Ok(()),
+            // Decided before but not finished: finish now, or tell the client to retry.
+            (TxnState::PrepareCommit, true) | (TxnState::PrepareAbort, false) => self
+                .complete(broker, transactional_id, &mut m, commit)
+                .map_err(|_| ResponseError::ConcurrentTransactions),
             _ => Err(ResponseError::InvalidTxnState),
         }
     }
