@@ -3,6 +3,7 @@
 'use strict'
 
 const { spawn } = require('node:child_process')
+const crypto = require('node:crypto')
 const fs = require('node:fs')
 const http = require('node:http')
 const net = require('node:net')
@@ -90,4 +91,19 @@ async function startBroker (extraArgs = []) {
   return { bootstrap, admin, dataDir, log, stop }
 }
 
-module.exports = { startBroker, httpGet, sleep }
+// A name no other test or run uses.
+const unique = prefix => `${prefix}-${crypto.randomBytes(5).toString('hex')}`
+
+// Wraps a test so that a failure carries the tail of the broker's log; `getBroker` returns
+// the suite's broker (undefined before it started).
+const withLogOf = getBroker => fn => async t => {
+  try {
+    await fn(t)
+  } catch (err) {
+    const broker = getBroker()
+    err.message += `\n${broker ? broker.log().slice(-20000) : '(no broker)'}`
+    throw err
+  }
+}
+
+module.exports = { startBroker, httpGet, sleep, unique, withLogOf }

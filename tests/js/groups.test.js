@@ -17,13 +17,12 @@
 const { test, before, after } = require('node:test')
 const assert = require('node:assert/strict')
 const { spawn } = require('node:child_process')
-const crypto = require('node:crypto')
 const fs = require('node:fs')
 const net = require('node:net')
 const os = require('node:os')
 const path = require('node:path')
 const { AssignerProtocol } = require('kafkajs')
-const { startBroker, httpGet, sleep } = require('./broker')
+const { startBroker, httpGet, sleep, unique, withLogOf } = require('./broker')
 const { message, check, kafkaFor, startMember, KEYS } = require('./group_member')
 
 const PARTITIONS = 6
@@ -35,16 +34,8 @@ let broker
 let kafka
 let admin
 
-const unique = prefix => `${prefix}-${crypto.randomBytes(5).toString('hex')}`
-
-const withLog = fn => async t => {
-  try {
-    await fn(t)
-  } catch (err) {
-    err.message += `\n${broker ? broker.log().slice(-20000) : '(no broker)'}`
-    throw err
-  }
-}
+// Attaches the broker's log to a failing test's error.
+const withLog = withLogOf(() => broker)
 
 before(async () => {
   broker = await startBroker(['--num-partitions', '3', '--auto-create-topics-enable', 'true',

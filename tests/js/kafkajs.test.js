@@ -12,23 +12,14 @@ const crypto = require('node:crypto')
 const net = require('node:net')
 const { Kafka, logLevel, CompressionTypes, ConfigResourceTypes } = require('kafkajs')
 const kafkajsVersion = require('kafkajs/package.json').version
-const { startBroker } = require('./broker')
+const { startBroker, unique, withLogOf } = require('./broker')
 
 let broker
 let kafka
 let admin
 
-const unique = prefix => `${prefix}-${crypto.randomBytes(5).toString('hex')}`
-
 // Attaches the broker's log to a failing test's error.
-const withLog = fn => async t => {
-  try {
-    await fn(t)
-  } catch (err) {
-    err.message += `\n${broker ? broker.log() : '(no broker)'}`
-    throw err
-  }
-}
+const withLog = withLogOf(() => broker)
 
 before(async () => {
   broker = await startBroker(['--num-partitions', '3', '--auto-create-topics-enable', 'false'])

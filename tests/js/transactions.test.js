@@ -7,24 +7,15 @@
 
 const { test, before, after } = require('node:test')
 const assert = require('node:assert/strict')
-const crypto = require('node:crypto')
-const { startBroker, sleep } = require('./broker')
+const { startBroker, sleep, unique, withLogOf } = require('./broker')
 const { kafkaFor } = require('./group_member')
 
 let broker
 let kafka
 let admin
 
-const unique = prefix => `${prefix}-${crypto.randomBytes(5).toString('hex')}`
-
-const withLog = fn => async t => {
-  try {
-    await fn(t)
-  } catch (err) {
-    err.message += `\n${broker ? broker.log().slice(-20000) : '(no broker)'}`
-    throw err
-  }
-}
+// Attaches the broker's log to a failing test's error.
+const withLog = withLogOf(() => broker)
 
 before(async () => {
   broker = await startBroker(['--num-partitions', '3', '--auto-create-topics-enable', 'true',
