@@ -285,7 +285,7 @@ impl Partition {
                 });
             }
         }
-        let info = self.append_to_log(records, now_ms)?;
+        let info = self.append_to_log(records, state.leader_epoch, now_ms)?;
         if let Some(p) = &producer {
             producers.record(
                 p,
@@ -313,8 +313,9 @@ impl Partition {
             code: ResponseError::InvalidRecord,
             message: Some(e.to_string()),
         })?;
+        let leader_epoch = self.leader_epoch()?;
         let mut producers = self.producers.lock().unwrap_or_else(|e| e.into_inner());
-        let info = self.append_to_log(records, now_ms)?;
+        let info = self.append_to_log(records, leader_epoch, now_ms)?;
         if batch.is_transactional() {
             producers.record_coordinator_batch(
                 batch.producer_id(),
@@ -340,9 +341,7 @@ impl Partition {
         coordinator_epoch: i32,
         now_ms: i64,
     ) -> Result<(), AppendError> {
-        if !self.is_leader() {
-            return Err(ResponseError::NotLeaderOrFollower.into());
-        }
+        let leader_epoch = self.leader_epoch()?;
         let control = if commit {
             ControlType::Commit
         } else {
@@ -351,7 +350,7 @@ impl Partition {
         let marker = control_batch(producer_id, epoch, control, coordinator_epoch, now_ms);
         let mut producers = self.producers.lock().unwrap_or_else(|e| e.into_inner());
         producers.check_marker(producer_id, epoch)?;
-        let info = self.append_to_log(&marker, now_ms)?;
+        let info = self.append_to_log(&marker, leader_epoch, now_ms)?;
         let first = producers.end_txn(producer_id, epoch, coordinator_epoch, now_ms);
         // The index entry goes in before the stable offset moves past the transaction: a
         // read_committed fetch must never see its records without it.
@@ -373,16 +372,24 @@ impl Partition {
         Ok(())
     }
 
-    /// One batch into the log with this leader's epoch; the caller holds the producer lock.
-    fn append_to_log(&self, records: &[u8], now_ms: i64) -> Result<AppendInfo, AppendError> {
-        let state = self.leader_state();
+    /// Our leader epoch, or NOT_LEADER_OR_FOLLOWER (read without cloning the replica lists).
+    fn leader_epoch(&self) -> Result<i32, AppendError> {
+        let state = self.state.read().unwrap_or_else(|e| e.into_inner());
         if state.leader != self.node_id {
             return Err(ResponseError::NotLeaderOrFollower.into());
         }
-        let append = || {
-            self.log
-                .append_as_leader(records, state.leader_epoch, now_ms)
-        };
+        Ok(state.leader_epoch)
+    }
+
+    /// One batch into the log, stamped with the leader epoch the caller checked; the caller
+    /// holds the producer lock.
+    fn append_to_log(
+        &self,
+        records: &[u8],
+        leader_epoch: i32,
+        now_ms: i64,
+    ) -> Result<AppendInfo, AppendError> {
+        let append = || self.log.append_as_leader(records, leader_epoch, now_ms);
         // An fsync per append would stall every task on this worker thread; tell the
         // runtime first. Page-cache appends take microseconds and run inline.
         let result = if self.log.config().flush == FlushPolicy::Always {
