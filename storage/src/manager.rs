@@ -23,6 +23,10 @@ pub struct LogManagerOptions {
     pub flush_check_interval: Duration,
     /// How often it runs [`Log::maintain`] (Kafka's `log.retention.check.interval.ms`).
     pub maintenance_interval: Duration,
+    /// Bytes of each log's end kept in the page cache; older data is dropped from it once
+    /// written back ([`Log::release_page_cache`], every `flush_check_interval`). `None`
+    /// keeps everything, as Kafka does.
+    pub page_cache_window: Option<u64>,
 }
 
 impl Default for LogManagerOptions {
@@ -31,9 +35,14 @@ impl Default for LogManagerOptions {
             max_open_segments: 1024,
             flush_check_interval: Duration::from_millis(100),
             maintenance_interval: Duration::from_secs(30),
+            page_cache_window: Some(DEFAULT_PAGE_CACHE_WINDOW),
         }
     }
 }
+
+/// Default of [`LogManagerOptions::page_cache_window`]: a consumer up to 16 MiB behind a
+/// partition's end reads from memory (1 GiB over 64 busy partitions).
+pub const DEFAULT_PAGE_CACHE_WINDOW: u64 = 16 << 20;
 
 type Logs = RwLock<HashMap<(String, i32), Arc<Log>>>;
 
@@ -256,6 +265,9 @@ fn background_loop(logs: Arc<Logs>, opts: LogManagerOptions, stop: Arc<(Mutex<bo
         for log in snapshot {
             if *lock(&stop.0) {
                 return;
+            }
+            if let Some(window) = opts.page_cache_window {
+                log.release_page_cache(window, now);
             }
             let result = if maintain {
                 log.maintain(now)
