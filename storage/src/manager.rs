@@ -1,6 +1,6 @@
 //! [`LogManager`]: every log under one data directory (`<data_dir>/<topic>-<partition>/`),
-//! a shared cap on open segment files, and one background thread for flush-by-interval,
-//! `segment.ms` rolls, retention and compaction.
+//! a shared cap on open segment files, and background threads: one for flush-by-interval,
+//! `segment.ms` rolls, retention and compaction, one for the page-cache window.
 
 use std::collections::HashMap;
 use std::path::PathBuf;
@@ -23,9 +23,9 @@ pub struct LogManagerOptions {
     pub flush_check_interval: Duration,
     /// How often it runs [`Log::maintain`] (Kafka's `log.retention.check.interval.ms`).
     pub maintenance_interval: Duration,
-    /// Bytes of each log's end kept in the page cache; older data is dropped from it once
-    /// written back ([`Log::release_page_cache`], every `flush_check_interval`). `None`
-    /// keeps everything, as Kafka does.
+    /// Bytes of each log's end kept in the page cache; older data is written back and
+    /// dropped from it ([`Log::release_page_cache`], from a thread of its own). `None` keeps
+    /// everything, as Kafka does.
     pub page_cache_window: Option<u64>,
 }
 
@@ -40,6 +40,10 @@ impl Default for LogManagerOptions {
     }
 }
 
+/// How often the page-cache window is applied: what a log writes in this time, plus the
+/// window, is what stays cached before pages are recycled.
+const PAGE_CACHE_INTERVAL: Duration = Duration::from_millis(20);
+
 /// Default of [`LogManagerOptions::page_cache_window`]: a consumer up to 16 MiB behind a
 /// partition's end reads from memory (1 GiB over 64 busy partitions).
 pub const DEFAULT_PAGE_CACHE_WINDOW: u64 = 16 << 20;
@@ -48,7 +52,7 @@ type Logs = RwLock<HashMap<(String, i32), Arc<Log>>>;
 
 struct Background {
     stop: Arc<(Mutex<bool>, Condvar)>,
-    thread: JoinHandle<()>,
+    threads: Vec<JoinHandle<()>>,
 }
 
 /// All logs under one data directory, with bounded open files and a background thread for
@@ -200,14 +204,29 @@ impl LogManager {
         let stop = Arc::new((Mutex::new(false), Condvar::new()));
         let logs = self.logs.clone();
         let opts = self.options.clone();
+        let mut threads = Vec::new();
         let stop2 = stop.clone();
+        let logs2 = logs.clone();
+        let window = opts.page_cache_window;
         let spawned = std::thread::Builder::new()
             .name("sluice-log-maintenance".into())
-            .spawn(move || background_loop(logs, opts, stop2));
+            .spawn(move || background_loop(logs2, opts, stop2));
         match spawned {
-            Ok(thread) => *bg = Some(Background { stop, thread }),
+            Ok(thread) => threads.push(thread),
             Err(e) => tracing::error!(error = %e, "could not start the log maintenance thread"),
         }
+        // Its own thread: a pass waits for writeback, which must not hold up flush.ms.
+        if let Some(window) = window {
+            let stop2 = stop.clone();
+            let spawned = std::thread::Builder::new()
+                .name("sluice-page-cache".into())
+                .spawn(move || page_cache_loop(logs, window, stop2));
+            match spawned {
+                Ok(thread) => threads.push(thread),
+                Err(e) => tracing::error!(error = %e, "could not start the page-cache thread"),
+            }
+        }
+        *bg = Some(Background { stop, threads });
     }
 
     fn stop_background(&self) {
@@ -215,8 +234,10 @@ impl LogManager {
         if let Some(bg) = bg {
             *lock(&bg.stop.0) = true;
             bg.stop.1.notify_all();
-            if bg.thread.join().is_err() {
-                tracing::error!("log maintenance thread panicked");
+            for thread in bg.threads {
+                if thread.join().is_err() {
+                    tracing::error!("a log background thread panicked");
+                }
             }
         }
     }
@@ -249,15 +270,8 @@ impl Drop for LogManager {
 fn background_loop(logs: Arc<Logs>, opts: LogManagerOptions, stop: Arc<(Mutex<bool>, Condvar)>) {
     let mut last_maintenance = Instant::now();
     loop {
-        {
-            let stopped = lock(&stop.0);
-            let (stopped, _) = stop
-                .1
-                .wait_timeout_while(stopped, opts.flush_check_interval, |s| !*s)
-                .unwrap_or_else(|p| p.into_inner());
-            if *stopped {
-                return;
-            }
+        if wait_or_stop(&stop, opts.flush_check_interval) {
+            return;
         }
         let snapshot: Vec<Arc<Log>> = read(&logs).values().cloned().collect();
         let now = now_ms();
@@ -265,9 +279,6 @@ fn background_loop(logs: Arc<Logs>, opts: LogManagerOptions, stop: Arc<(Mutex<bo
         for log in snapshot {
             if *lock(&stop.0) {
                 return;
-            }
-            if let Some(window) = opts.page_cache_window {
-                log.release_page_cache(window, now);
             }
             let result = if maintain {
                 log.maintain(now)
@@ -283,6 +294,29 @@ fn background_loop(logs: Arc<Logs>, opts: LogManagerOptions, stop: Arc<(Mutex<bo
         }
         if maintain {
             last_maintenance = Instant::now();
+        }
+    }
+}
+
+/// Sleeps `interval` unless stopped; true when stopped.
+fn wait_or_stop(stop: &(Mutex<bool>, Condvar), interval: Duration) -> bool {
+    let stopped = lock(&stop.0);
+    let (stopped, _) = stop
+        .1
+        .wait_timeout_while(stopped, interval, |s| !*s)
+        .unwrap_or_else(|p| p.into_inner());
+    *stopped
+}
+
+/// The page-cache window's pass over every log, every [`PAGE_CACHE_INTERVAL`].
+fn page_cache_loop(logs: Arc<Logs>, window: u64, stop: Arc<(Mutex<bool>, Condvar)>) {
+    while !wait_or_stop(&stop, PAGE_CACHE_INTERVAL) {
+        let snapshot: Vec<Arc<Log>> = read(&logs).values().cloned().collect();
+        for log in snapshot {
+            if *lock(&stop.0) {
+                return;
+            }
+            log.release_page_cache(window);
         }
     }
 }

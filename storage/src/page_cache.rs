@@ -9,13 +9,15 @@
 //! per GiB produced once a few GiB had been written. Redpanda bounds its cache for the same
 //! reason; Kafka does not (with `window = None` Sluice behaves like Kafka).
 //!
-//! So a background pass ([`Log::release_page_cache`], from the log manager's thread) keeps
-//! each log's cached tail to about `window` bytes: a range that falls more than `window`
-//! bytes behind the log end is first handed to writeback (`sync_file_range`, which does
-//! not wait), and a pass at least [`SETTLE`] later advises the kernel to drop it
-//! (`posix_fadvise(DONTNEED)`), once it is clean. The advice never discards a dirty page,
-//! so no data is at risk: a page still dirty then simply stays cached. Pages dropped this way
-//! go back to the kernel's free lists and are the next ones appends get.
+//! So a thread of the log manager ([`Log::release_page_cache`], every 20 ms) keeps each
+//! log's cached tail to about `window` bytes: a range that falls more than `window` bytes
+//! behind the log end is written back (`sync_file_range`, waiting for that range's I/O, in
+//! that thread) and then advised out of the cache (`posix_fadvise(DONTNEED)`). The advice
+//! never discards a dirty page, so no data is at risk. The freed pages go back to the
+//! kernel's free lists and are the next ones appends get; waiting for the writeback (rather
+//! than letting the kernel's flusher get to it within 30 s) is what keeps that recycling
+//! within tens of MiB of the end (free memory left alone for seconds is handed back to the
+//! host here, and is untouched again).
 //!
 //! A Fetch of data behind the window reads from disk (with the kernel's readahead) and
 //! drops what it read, so a consumer catching up on old data does not refill the cache.
@@ -24,39 +26,34 @@
 
 use std::fs::File;
 use std::os::fd::AsRawFd;
-use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 
 use crate::log::Log;
 use crate::segment::{read, Segment};
 
-/// Bytes that must fall behind the window before a pass starts their writeback: fewer,
-/// larger ranges, and no work at all for a log that barely moves.
+/// Bytes that must fall behind the window before a pass releases them: fewer, larger
+/// ranges, and no work at all for a log that barely moves.
 pub(crate) const STEP: u64 = 1 << 20;
-/// How long a range gets between the start of its writeback and the advice to drop it.
-pub(crate) const SETTLE_MS: i64 = 250;
 
-/// Per segment: how far its cached pages were handed to writeback and dropped.
+/// Per segment: how far its pages were released from the page cache.
 #[derive(Default)]
 pub(crate) struct CacheMarks {
-    /// Pages below this position were advised out (a read below it drops what it read).
-    settled: AtomicU64,
-    /// Pages below this position were handed to writeback (`settled..advised` awaits its
-    /// drop).
-    advised: AtomicU64,
-    /// When `advised` last moved, in ms.
-    advised_at_ms: AtomicI64,
+    /// Pages below this position were written back and advised out (a read below it drops
+    /// what it read).
+    released: AtomicU64,
 }
 
 impl CacheMarks {
     /// Whether everything below `end` lies in the part of the segment kept out of the cache.
     pub(crate) fn is_released(&self, end: u64) -> bool {
-        end <= self.settled.load(Ordering::Acquire)
+        end <= self.released.load(Ordering::Acquire)
     }
 }
 
-/// Starts writeback of `[from, to)` of `file` without waiting for it.
-fn start_writeback(file: &File, from: u64, to: u64) {
+/// Writes `[from, to)` of `file` back to disk and waits for that I/O (not a durability
+/// point: no metadata, no device flush; it only makes the pages clean).
+fn write_back(file: &File, from: u64, to: u64) {
     if to <= from {
         return;
     }
@@ -66,7 +63,9 @@ fn start_writeback(file: &File, from: u64, to: u64) {
             file.as_raw_fd(),
             from as libc::off64_t,
             (to - from) as libc::off64_t,
-            libc::SYNC_FILE_RANGE_WRITE,
+            libc::SYNC_FILE_RANGE_WAIT_BEFORE
+                | libc::SYNC_FILE_RANGE_WRITE
+                | libc::SYNC_FILE_RANGE_WAIT_AFTER,
         );
     }
 }
@@ -96,46 +95,38 @@ pub(crate) fn drop_pages(file: &File, from: u64, to: u64) {
 }
 
 impl Segment {
-    /// One pass over this segment: everything below `target` should leave the cache.
-    /// `whole` says the segment will not grow (it is not the active one).
-    fn release_cache(self: &Arc<Self>, target: u64, whole: bool, now_ms: i64) {
+    /// Releases this segment's pages below `target`. `whole` says the segment will not grow
+    /// (it is not the active one), so a last range shorter than [`STEP`] is released too.
+    fn release_cache(self: &Arc<Self>, target: u64, whole: bool) {
         let marks = &self.page_cache;
-        let size = self.size();
         // Files of an old segment are not opened for advice: not open means nobody wrote
         // or read it lately (a read behind the window drops what it read itself).
         let Some(h) = self.open_handles() else {
-            marks.settled.store(size, Ordering::Release);
-            marks.advised.store(size, Ordering::Release);
+            marks.released.store(self.size(), Ordering::Release);
             return;
         };
-        // A truncation can leave the marks beyond the end: they follow it down.
-        let mut settled = marks.settled.load(Ordering::Acquire).min(size);
-        let mut advised = marks.advised.load(Ordering::Acquire).min(size);
-        if advised > settled && now_ms - marks.advised_at_ms.load(Ordering::Acquire) >= SETTLE_MS {
-            drop_pages(&h.file, settled, advised);
-            settled = advised;
+        // A truncation can leave the mark beyond the end: it follows it down.
+        let released = marks.released.load(Ordering::Acquire).min(self.size());
+        if target >= released + STEP || (whole && target > released) {
+            write_back(&h.file, released, target);
+            drop_pages(&h.file, released, target);
+            marks.released.store(target, Ordering::Release);
+        } else if released < marks.released.load(Ordering::Acquire) {
+            marks.released.store(released, Ordering::Release);
         }
-        if settled == advised && (target >= advised + STEP || (whole && target > advised)) {
-            start_writeback(&h.file, advised, target);
-            advised = target;
-            marks.advised_at_ms.store(now_ms, Ordering::Release);
-        }
-        marks.settled.store(settled, Ordering::Release);
-        marks.advised.store(advised, Ordering::Release);
     }
 
-    /// Whether this segment has nothing left to release when `target` is all of it.
+    /// Whether this segment has nothing left to release.
     fn fully_released(&self) -> bool {
-        let size = self.size();
-        self.page_cache.settled.load(Ordering::Acquire) >= size
+        self.page_cache.released.load(Ordering::Acquire) >= self.size()
     }
 }
 
 impl Log {
     /// One pass of the page-cache window (module docs): keeps about `window` bytes of this
-    /// log's end in the page cache. Cheap when the log did not move; call it often (the log
-    /// manager does, every `flush_check_interval`).
-    pub fn release_page_cache(&self, window: u64, now_ms: i64) {
+    /// log's end in the page cache. Cheap when the log did not move; waits for writeback
+    /// when it did.
+    pub fn release_page_cache(&self, window: u64) {
         if self.is_closed() {
             return;
         }
@@ -160,7 +151,7 @@ impl Log {
             }
         }
         for (seg, target, whole) in work {
-            seg.release_cache(target, whole, now_ms);
+            seg.release_cache(target, whole);
         }
     }
 }
@@ -169,7 +160,6 @@ impl Log {
 mod tests {
     use std::path::Path;
 
-    use super::*;
     use crate::segment::LOG_SUFFIX;
     use crate::tests::{client_batch, open, read_all, small_config};
     use crate::{BatchIter, LogConfig};
@@ -218,12 +208,11 @@ mod tests {
                 ..small_config()
             },
         );
-        // 8 MiB in 64 KiB batches, fsynced so every page is clean.
+        // 8 MiB in 64 KiB batches, not fsynced: the pass writes back what it drops.
         for i in 0..128 {
             log.append_as_leader(&client_batch(63, i, 1000), 0, i)
                 .unwrap();
         }
-        log.flush().unwrap();
         let seg = log.segment_list()[0].clone();
         let path = seg.path(LOG_SUFFIX);
         let size = seg.size();
@@ -233,10 +222,7 @@ mod tests {
         );
 
         let window = 1 << 20;
-        log.release_page_cache(window, 1_000);
-        // Handed to writeback, not dropped yet.
-        assert!(resident_pages(&path)[0]);
-        log.release_page_cache(window, 1_000 + SETTLE_MS);
+        log.release_page_cache(window);
         let pages = resident_pages(&path);
         let target_page = ((size - window) / 4096) as usize;
         // A large folio across the boundary stays whole (2 MiB at most).
@@ -278,8 +264,7 @@ mod tests {
         log.flush().unwrap();
         let seg = log.segment_list()[0].clone();
         // Less than STEP behind a zero window: not worth a system call yet.
-        log.release_page_cache(0, 1_000);
-        log.release_page_cache(0, 1_000 + SETTLE_MS);
+        log.release_page_cache(0);
         assert!(resident_pages(&seg.path(LOG_SUFFIX)).iter().all(|&r| r));
     }
 }

@@ -71,8 +71,8 @@ def test_old_data_leaves_the_page_cache_and_is_still_served(sluice_factory):
     segment = next((broker.data_dir / f"{topic}-0").glob("*.log"))
     check_residency = fs_type(segment) not in ("tmpfs", "ramfs")
     if check_residency:
-        # The broker's pass runs every 100 ms and drops a range 250 ms after starting its
-        # writeback; bounded wait for most of the file to leave the cache.
+        # The broker's pass runs every 20 ms, writing back and dropping what is behind the
+        # window; bounded wait for most of the file to leave the cache.
         deadline = time.monotonic() + 20
         while True:
             pages = resident(segment)
