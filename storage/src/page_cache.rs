@@ -27,10 +27,11 @@
 use std::fs::File;
 use std::os::fd::AsRawFd;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::Arc;
+use std::sync::mpsc::SyncSender;
+use std::sync::{Arc, OnceLock};
 
 use crate::log::Log;
-use crate::segment::{read, Segment};
+use crate::segment::{read, Handles, Segment};
 
 /// Bytes that must fall behind the window before a pass releases them: fewer, larger
 /// ranges, and no work at all for a log that barely moves.
@@ -42,6 +43,9 @@ pub(crate) struct CacheMarks {
     /// Pages below this position were written back and advised out (a read below it drops
     /// what it read).
     released: AtomicU64,
+    /// The furthest end of a read behind the window: a prefetch that starts below it is
+    /// late (the reader passed it) and skipped.
+    read_end: AtomicU64,
 }
 
 impl CacheMarks {
@@ -78,23 +82,88 @@ const MAX_FOLIO: u64 = 2 << 20;
 /// 6.16) can straddle `from`, where the previous range ended; so the advice starts up to
 /// [`MAX_FOLIO`] earlier, which callers only do where everything before `from` is out of
 /// the window too. (Advice for pages already gone costs a lookup.)
-pub(crate) fn drop_pages(file: &File, from: u64, to: u64) {
+fn drop_pages(file: &File, from: u64, to: u64) {
     if to <= from {
         return;
     }
     let from = from.saturating_sub(MAX_FOLIO);
+    advise(file, from, to - from, libc::POSIX_FADV_DONTNEED);
+}
+
+fn advise(file: &File, from: u64, len: u64, advice: libc::c_int) {
     // SAFETY: plain system call on a descriptor `file` owns; no memory is passed.
     unsafe {
         libc::posix_fadvise(
             file.as_raw_fd(),
             from as libc::off_t,
-            (to - from) as libc::off_t,
-            libc::POSIX_FADV_DONTNEED,
+            len as libc::off_t,
+            advice,
         );
     }
 }
 
+/// How far ahead of a read behind the window the prefetch thread reads.
+const PREFETCH: u64 = 8 << 20;
+
+/// One prefetch request: read `[from, from + PREFETCH)` of `segment` into the cache.
+struct Prefetch {
+    segment: Arc<Segment>,
+    handles: Arc<Handles>,
+    from: u64,
+}
+
+/// The prefetch thread's queue, started on first use. Requests beyond its capacity are
+/// dropped (a prefetch is an optimisation; the read itself does not wait for it).
+fn prefetcher() -> Option<&'static SyncSender<Prefetch>> {
+    static QUEUE: OnceLock<Option<SyncSender<Prefetch>>> = OnceLock::new();
+    QUEUE
+        .get_or_init(|| {
+            let (tx, rx) = std::sync::mpsc::sync_channel::<Prefetch>(64);
+            let spawned = std::thread::Builder::new()
+                .name("sluice-prefetch".into())
+                .spawn(move || {
+                    for p in rx {
+                        let marks = &p.segment.page_cache;
+                        if marks.read_end.load(Ordering::Acquire) > p.from {
+                            continue;
+                        }
+                        advise(&p.handles.file, p.from, PREFETCH, libc::POSIX_FADV_WILLNEED);
+                        // The reader may have passed `from` meanwhile and dropped pages this
+                        // brought back: drop them again.
+                        let read_end = marks.read_end.load(Ordering::Acquire);
+                        if read_end > p.from {
+                            drop_pages(&p.handles.file, p.from, read_end);
+                        }
+                    }
+                });
+            match spawned {
+                Ok(_) => Some(tx),
+                Err(e) => {
+                    tracing::warn!(error = %e, "no prefetch thread; reads behind the page-cache window wait for the disk");
+                    None
+                }
+            }
+        })
+        .as_ref()
+}
+
 impl Segment {
+    /// After a read of `[pos, end)` behind the window: drops what was read (a consumer
+    /// catching up does not refill the cache) and has the prefetch thread read the next
+    /// [`PREFETCH`] bytes into the cache meanwhile, so the consumer's next fetch finds them
+    /// there while this one travels (the reading thread does not wait for that work).
+    pub(crate) fn after_read_behind_window(self: &Arc<Self>, h: &Arc<Handles>, pos: u64, end: u64) {
+        self.page_cache.read_end.fetch_max(end, Ordering::AcqRel);
+        drop_pages(&h.file, pos, end);
+        if let Some(queue) = prefetcher() {
+            let _ = queue.try_send(Prefetch {
+                segment: self.clone(),
+                handles: h.clone(),
+                from: end,
+            });
+        }
+    }
+
     /// Releases this segment's pages below `target`. `whole` says the segment will not grow
     /// (it is not the active one), so a last range shorter than [`STEP`] is released too.
     fn release_cache(self: &Arc<Self>, target: u64, whole: bool) {
@@ -239,10 +308,19 @@ mod tests {
         // Reads behind the window are served (from disk) and drop what they read.
         let before = read_all(&log);
         assert_eq!(BatchIter::new(&before).count(), 128);
-        // The 1 MiB read that crosses the boundary keeps its pages, as does that folio.
-        let pages = resident_pages(&path);
+        // The 1 MiB read that crosses the boundary keeps its pages, as does that folio. The
+        // prefetch thread may still be undoing a late prefetch: bounded wait.
+        let dropped = || {
+            resident_pages(&path)[..target_page - folio_pages - 256]
+                .iter()
+                .all(|&r| !r)
+        };
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(2);
+        while !dropped() && std::time::Instant::now() < deadline {
+            std::thread::sleep(std::time::Duration::from_millis(10));
+        }
         assert!(
-            pages[..target_page - folio_pages - 256].iter().all(|&r| !r),
+            dropped(),
             "a read behind the window drops the pages it read"
         );
     }

@@ -18,7 +18,7 @@ use bytes::Bytes;
 use crate::batch::{peek_batch_size, RecordBatch, HEADER_SIZE};
 use crate::error::StorageError;
 use crate::index::{OffsetIndex, TimeIndex};
-use crate::page_cache::{drop_pages, CacheMarks};
+use crate::page_cache::CacheMarks;
 use crate::txn_index::{TxnIndex, TXN_INDEX_SUFFIX};
 
 pub(crate) const LOG_SUFFIX: &str = "log";
@@ -467,13 +467,18 @@ impl Segment {
         Ok(SegmentRead::Data(Bytes::from(buf)))
     }
 
-    /// `pread`, and where the range lies behind the page-cache window, drops the pages it
-    /// read (a consumer catching up does not refill the cache; `page_cache`).
-    fn pread_uncached(&self, h: &Handles, pos: u64, len: usize) -> Result<Vec<u8>, StorageError> {
+    /// `pread`, and where the range lies behind the page-cache window, what
+    /// [`Segment::after_read_behind_window`] does (`page_cache`).
+    fn pread_uncached(
+        self: &Arc<Self>,
+        h: &Arc<Handles>,
+        pos: u64,
+        len: usize,
+    ) -> Result<Vec<u8>, StorageError> {
         let buf = pread(&h.file, pos, len)?;
         let end = pos + buf.len() as u64;
         if self.page_cache.is_released(end) {
-            drop_pages(&h.file, pos, end);
+            self.after_read_behind_window(h, pos, end);
         }
         Ok(buf)
     }
