@@ -40,7 +40,7 @@ const SERVER_KEYS: &[&str] = &[
     "queued.max.request.bytes",
     "connections.max.idle.ms",
     "log.retention.check.interval.ms",
-    "log.page.cache.window.bytes",
+    "log.page.cache.max.bytes",
     "broker.session.timeout.ms",
     "group.initial.rebalance.delay.ms",
     "group.min.session.timeout.ms",
@@ -207,15 +207,15 @@ fn build(explicit: BTreeMap<String, String>) -> anyhow::Result<Settings> {
         30_000,
     )?;
     broker.retention_check_interval = Duration::from_millis(check_ms.max(10));
-    let window: i64 = parse(
-        get("log.page.cache.window.bytes"),
-        "log.page.cache.window.bytes",
-        broker.page_cache_window.map_or(-1, |w| w as i64),
+    let max_bytes: i64 = parse(
+        get("log.page.cache.max.bytes"),
+        "log.page.cache.max.bytes",
+        broker.page_cache_max_bytes.map_or(-1, |w| w as i64),
     )?;
-    broker.page_cache_window = match window {
+    broker.page_cache_max_bytes = match max_bytes {
         -1 => None,
         w if w >= 0 => Some(w as u64),
-        _ => bail!("log.page.cache.window.bytes must be -1 (keep everything cached) or at least 0"),
+        _ => bail!("log.page.cache.max.bytes must be -1 (keep everything cached) or at least 0"),
     };
     let idle_ms: u64 = parse(
         get("connections.max.idle.ms"),
@@ -507,16 +507,16 @@ mod tests {
             ("example.com".to_string(), 9092)
         );
         assert!(parse_voters("x@1").is_err());
-        let window = |v: &str| {
+        let max_bytes = |v: &str| {
             build(BTreeMap::from([(
-                "log.page.cache.window.bytes".to_string(),
+                "log.page.cache.max.bytes".to_string(),
                 v.to_string(),
             )]))
-            .map(|s| s.broker.page_cache_window)
+            .map(|s| s.broker.page_cache_max_bytes)
         };
-        assert_eq!(window("-1").unwrap(), None);
-        assert_eq!(window("1048576").unwrap(), Some(1 << 20));
-        assert!(window("-2").is_err());
+        assert_eq!(max_bytes("-1").unwrap(), None);
+        assert_eq!(max_bytes("1048576").unwrap(), Some(1 << 20));
+        assert!(max_bytes("-2").is_err());
         assert!(build(BTreeMap::from([(
             "log.retention.ms".to_string(),
             "-5".to_string()

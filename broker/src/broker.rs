@@ -96,7 +96,7 @@ impl Broker {
 
         let options = LogManagerOptions {
             maintenance_interval: config.retention_check_interval,
-            page_cache_window: config.page_cache_window,
+            page_cache_max_bytes: config.page_cache_max_bytes,
             ..LogManagerOptions::default()
         };
         let logs = LogManager::with_options(config.data_dir.clone(), options)?;

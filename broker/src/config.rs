@@ -44,9 +44,10 @@ pub struct BrokerConfig {
     pub retention_check_interval: Duration,
     /// `connections.max.idle.ms`: a connection that sends nothing for this long is closed.
     pub connections_max_idle: Duration,
-    /// `log.page.cache.window.bytes` (Sluice's own): bytes of each partition's end kept in
-    /// the page cache once written back; `None` (-1) keeps everything, as Kafka does.
-    pub page_cache_window: Option<u64>,
+    /// `log.page.cache.max.bytes` (Sluice's own): bytes of what partitions wrote kept in
+    /// the page cache, least recently written released first; `None` (-1) keeps
+    /// everything, as Kafka does.
+    pub page_cache_max_bytes: Option<u64>,
     /// How often the broker heartbeats to the controller.
     pub heartbeat_interval: Duration,
     /// Group coordinator settings (`group.*`, `offsets.*`).
@@ -78,7 +79,7 @@ impl BrokerConfig {
             max_queued_request_bytes: 512 * 1024 * 1024,
             retention_check_interval: Duration::from_secs(30),
             connections_max_idle: Duration::from_millis(600_000),
-            page_cache_window: Some(sluice_storage::DEFAULT_PAGE_CACHE_WINDOW),
+            page_cache_max_bytes: Some(sluice_storage::DEFAULT_PAGE_CACHE_MAX_BYTES),
             heartbeat_interval: Duration::from_secs(1),
             groups: CoordinatorConfig::default(),
             transactions: crate::txn::TxnConfig::default(),

@@ -40,7 +40,7 @@
 //! Module map: `batch` (header view, CRC), `records` (record codec, compression),
 //! `control` (transaction markers), `segment` (files, lazy open, reads), `index` (offset
 //! and time index), `txn_index` (aborted transactions), `log` (append, read, truncate,
-//! flush), `page_cache` (how much of a log stays in the kernel's page cache), `recovery` (open, crash recovery), `retention`, `compaction`, `time_lookup`,
+//! flush), `page_cache` (how much of what the logs write stays in the kernel's page cache), `recovery` (open, crash recovery), `retention`, `compaction`, `time_lookup`,
 //! `epoch_cache`, `producer_snapshot`, `checkpoint`, `manager`, `config`, `error`.
 
 mod batch;
@@ -71,7 +71,8 @@ pub use config::{CleanupPolicy, FlushPolicy, LogConfig, TimestampType};
 pub use control::{control_batch, ControlType};
 pub use error::StorageError;
 pub use log::{AppendInfo, Log, ReadInfo, TimestampOffset, DEFAULT_MAX_OPEN_SEGMENTS};
-pub use manager::{LogManager, LogManagerOptions, DEFAULT_PAGE_CACHE_WINDOW};
+pub use manager::{LogManager, LogManagerOptions, DEFAULT_PAGE_CACHE_MAX_BYTES};
+pub use page_cache::PageCacheBudget;
 pub use records::{
     compress, decompress, simple_batch, BatchBuilder, Record, RecordHeader, MAX_DECOMPRESSED_BYTES,
 };

@@ -1,6 +1,6 @@
 //! [`LogManager`]: every log under one data directory (`<data_dir>/<topic>-<partition>/`),
 //! a shared cap on open segment files, and background threads: one for flush-by-interval,
-//! `segment.ms` rolls, retention and compaction, one for the page-cache window.
+//! `segment.ms` rolls, retention and compaction, one for the page-cache budget.
 
 use std::collections::HashMap;
 use std::path::PathBuf;
@@ -12,6 +12,7 @@ use std::time::{Duration, Instant};
 use crate::config::LogConfig;
 use crate::error::StorageError;
 use crate::log::{now_ms, Log};
+use crate::page_cache::{self, PageCacheBudget};
 use crate::segment::{lock, read, write, HandleCache};
 
 /// Knobs of a [`LogManager`] beyond the per-log configs.
@@ -23,10 +24,9 @@ pub struct LogManagerOptions {
     pub flush_check_interval: Duration,
     /// How often it runs [`Log::maintain`] (Kafka's `log.retention.check.interval.ms`).
     pub maintenance_interval: Duration,
-    /// Bytes of each log's end kept in the page cache; older data is written back and
-    /// dropped from it ([`Log::release_page_cache`], from a thread of its own). `None` keeps
-    /// everything, as Kafka does.
-    pub page_cache_window: Option<u64>,
+    /// The page-cache budget over all logs (`log.page.cache.max.bytes`, [`PageCacheBudget`],
+    /// applied from a thread of its own). `None` keeps everything, as Kafka does.
+    pub page_cache_max_bytes: Option<u64>,
 }
 
 impl Default for LogManagerOptions {
@@ -35,18 +35,14 @@ impl Default for LogManagerOptions {
             max_open_segments: 1024,
             flush_check_interval: Duration::from_millis(100),
             maintenance_interval: Duration::from_secs(30),
-            page_cache_window: Some(DEFAULT_PAGE_CACHE_WINDOW),
+            page_cache_max_bytes: Some(DEFAULT_PAGE_CACHE_MAX_BYTES),
         }
     }
 }
 
-/// How often the page-cache window is applied: what a log writes in this time, plus the
-/// window, is what stays cached before pages are recycled.
-const PAGE_CACHE_INTERVAL: Duration = Duration::from_millis(20);
-
-/// Default of [`LogManagerOptions::page_cache_window`]: a consumer up to 16 MiB behind a
-/// partition's end reads from memory (1 GiB over 64 busy partitions).
-pub const DEFAULT_PAGE_CACHE_WINDOW: u64 = 16 << 20;
+/// Default of [`LogManagerOptions::page_cache_max_bytes`]: the last GiB written stays in
+/// memory for consumers.
+pub const DEFAULT_PAGE_CACHE_MAX_BYTES: u64 = 1 << 30;
 
 type Logs = RwLock<HashMap<(String, i32), Arc<Log>>>;
 
@@ -207,7 +203,7 @@ impl LogManager {
         let mut threads = Vec::new();
         let stop2 = stop.clone();
         let logs2 = logs.clone();
-        let window = opts.page_cache_window;
+        let budget = opts.page_cache_max_bytes;
         let spawned = std::thread::Builder::new()
             .name("sluice-log-maintenance".into())
             .spawn(move || background_loop(logs2, opts, stop2));
@@ -216,11 +212,11 @@ impl LogManager {
             Err(e) => tracing::error!(error = %e, "could not start the log maintenance thread"),
         }
         // Its own thread: a pass waits for writeback, which must not hold up flush.ms.
-        if let Some(window) = window {
+        if let Some(max_bytes) = budget {
             let stop2 = stop.clone();
             let spawned = std::thread::Builder::new()
                 .name("sluice-page-cache".into())
-                .spawn(move || page_cache_loop(logs, window, stop2));
+                .spawn(move || page_cache_loop(logs, PageCacheBudget::new(max_bytes), stop2));
             match spawned {
                 Ok(thread) => threads.push(thread),
                 Err(e) => tracing::error!(error = %e, "could not start the page-cache thread"),
@@ -308,16 +304,15 @@ fn wait_or_stop(stop: &(Mutex<bool>, Condvar), interval: Duration) -> bool {
     *stopped
 }
 
-/// The page-cache window's pass over every log, every [`PAGE_CACHE_INTERVAL`].
-fn page_cache_loop(logs: Arc<Logs>, window: u64, stop: Arc<(Mutex<bool>, Condvar)>) {
-    while !wait_or_stop(&stop, PAGE_CACHE_INTERVAL) {
+/// The page-cache budget's pass over every log, every [`page_cache::INTERVAL`].
+fn page_cache_loop(
+    logs: Arc<Logs>,
+    mut budget: PageCacheBudget,
+    stop: Arc<(Mutex<bool>, Condvar)>,
+) {
+    while !wait_or_stop(&stop, page_cache::INTERVAL) {
         let snapshot: Vec<Arc<Log>> = read(&logs).values().cloned().collect();
-        for log in snapshot {
-            if *lock(&stop.0) {
-                return;
-            }
-            log.release_page_cache(window);
-        }
+        budget.pass(&snapshot);
     }
 }
 

@@ -1,40 +1,41 @@
-//! The page-cache window: how much of what a log writes stays in the kernel's page cache.
+//! The page-cache budget: how much of what the logs write stays in the kernel's page cache.
 //!
-//! Left alone, the kernel keeps every page an append fills until memory runs out. A log is
-//! written once and read mostly near its end, so that cache is mostly data nobody reads
-//! again, and every append needs a page the kernel has never handed out before. That is
-//! not free: on virtual machines whose host backs guest memory on first touch (the 2-core
-//! machines this project is measured on), writing a GiB into untouched memory costs 2.8 s of
-//! kernel time against 0.3 s into memory used before, and it was most of the broker's CPU
-//! per GiB produced once a few GiB had been written. Redpanda bounds its cache for the same
-//! reason; Kafka does not (with `window = None` Sluice behaves like Kafka).
+//! Left alone, the kernel keeps every page an append fills until memory runs out, so the
+//! cache grows with everything written, and every append needs a page the kernel has never
+//! handed out before. That is not free: on virtual machines whose host backs guest memory on
+//! first touch, and takes back free memory within seconds (the 2-core machines this project
+//! is measured on: virtio-balloon free page reporting), writing a GiB into untouched memory
+//! costs 2.8 s of kernel time against 0.3 s into memory used before, and it was most of the
+//! broker's CPU per GiB produced once a few GiB had been written. Redpanda bounds its cache
+//! for the same reason; Kafka does not (with no budget Sluice behaves like Kafka).
 //!
-//! So a thread of the log manager ([`Log::release_page_cache`], every 20 ms) keeps each
-//! log's cached tail to about `window` bytes: a range that falls more than `window` bytes
-//! behind the log end is written back (`sync_file_range`, waiting for that range's I/O, in
-//! that thread) and then advised out of the cache (`posix_fadvise(DONTNEED)`). The advice
-//! never discards a dirty page, so no data is at risk. The freed pages go back to the
-//! kernel's free lists and are the next ones appends get; waiting for the writeback (rather
-//! than letting the kernel's flusher get to it within 30 s) is what keeps that recycling
-//! within tens of MiB of the end (free memory left alone for seconds is handed back to the
-//! host here, and is untouched again).
+//! So the log manager's page-cache thread applies a [`PageCacheBudget`] every [`INTERVAL`]
+//! (`log.page.cache.max.bytes`, default 1 GiB): when the bytes written and not yet released
+//! over all logs exceed it, the least recently written logs' oldest data is written back
+//! (`sync_file_range`, waiting for that range's I/O, in that thread) and then advised out of
+//! the cache (`posix_fadvise(DONTNEED)`). The advice never discards a dirty page, so no
+//! data is at risk. The freed pages go straight back to the appends that needed them, so
+//! past the budget the cache recycles its own pages; consumers reading recent data (the
+//! tail, or a topic just written) still read from memory.
 //!
-//! A Fetch of data behind the window reads from disk (with the kernel's readahead) and
-//! drops what it read, so a consumer catching up on old data does not refill the cache.
+//! A Fetch of released data reads from disk and drops what it read, so a consumer catching
+//! up on old data does not grow the cache again, and a prefetch thread reads ahead of it so
+//! the disk works while the response travels.
 //!
 //! Everything here is advice: a failing call is ignored (the cache just stays bigger).
 
+use std::collections::HashMap;
 use std::fs::File;
 use std::os::fd::AsRawFd;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::mpsc::SyncSender;
 use std::sync::{Arc, OnceLock};
+use std::time::{Duration, Instant};
 
 use crate::log::Log;
 use crate::segment::{read, Handles, Segment};
 
-/// Bytes that must fall behind the window before a pass releases them: fewer, larger
-/// ranges, and no work at all for a log that barely moves.
+/// The smallest range of an active segment a pass releases: fewer, larger ranges.
 pub(crate) const STEP: u64 = 1 << 20;
 
 /// Per segment: how far its pages were released from the page cache.
@@ -43,7 +44,7 @@ pub(crate) struct CacheMarks {
     /// Pages below this position were written back and advised out (a read below it drops
     /// what it read).
     released: AtomicU64,
-    /// The furthest end of a read behind the window: a prefetch that starts below it is
+    /// The furthest end of a read of released data: a prefetch that starts below it is
     /// late (the reader passed it) and skipped.
     read_end: AtomicU64,
 }
@@ -81,7 +82,7 @@ const MAX_FOLIO: u64 = 2 << 20;
 /// only drops folios wholly inside the range, and a large folio (ext4 has them since Linux
 /// 6.16) can straddle `from`, where the previous range ended; so the advice starts up to
 /// [`MAX_FOLIO`] earlier, which callers only do where everything before `from` is out of
-/// the window too. (Advice for pages already gone costs a lookup.)
+/// released too. (Advice for pages already gone costs a lookup.)
 fn drop_pages(file: &File, from: u64, to: u64) {
     if to <= from {
         return;
@@ -102,7 +103,7 @@ fn advise(file: &File, from: u64, len: u64, advice: libc::c_int) {
     }
 }
 
-/// How far ahead of a read behind the window the prefetch thread reads.
+/// How far ahead of a read of released data the prefetch thread reads.
 const PREFETCH: u64 = 8 << 20;
 
 /// One prefetch request: read `[from, from + PREFETCH)` of `segment` into the cache.
@@ -139,7 +140,7 @@ fn prefetcher() -> Option<&'static SyncSender<Prefetch>> {
             match spawned {
                 Ok(_) => Some(tx),
                 Err(e) => {
-                    tracing::warn!(error = %e, "no prefetch thread; reads behind the page-cache window wait for the disk");
+                    tracing::warn!(error = %e, "no prefetch thread; reads of released data wait for the disk");
                     None
                 }
             }
@@ -148,11 +149,11 @@ fn prefetcher() -> Option<&'static SyncSender<Prefetch>> {
 }
 
 impl Segment {
-    /// After a read of `[pos, end)` behind the window: drops what was read (a consumer
+    /// After a read of `[pos, end)` of released data: drops what was read (a consumer
     /// catching up does not refill the cache) and has the prefetch thread read the next
     /// [`PREFETCH`] bytes into the cache meanwhile, so the consumer's next fetch finds them
     /// there while this one travels (the reading thread does not wait for that work).
-    pub(crate) fn after_read_behind_window(self: &Arc<Self>, h: &Arc<Handles>, pos: u64, end: u64) {
+    pub(crate) fn after_read_of_released(self: &Arc<Self>, h: &Arc<Handles>, pos: u64, end: u64) {
         self.page_cache.read_end.fetch_max(end, Ordering::AcqRel);
         drop_pages(&h.file, pos, end);
         if let Some(queue) = prefetcher() {
@@ -164,25 +165,35 @@ impl Segment {
         }
     }
 
-    /// Releases this segment's pages below `target`. `whole` says the segment will not grow
-    /// (it is not the active one), so a last range shorter than [`STEP`] is released too.
-    fn release_cache(self: &Arc<Self>, target: u64, whole: bool) {
+    /// Releases this segment's pages below `target`; returns how many bytes that was.
+    /// `whole` says the segment will not grow (it is not the active one), so a last range
+    /// shorter than [`STEP`] is released too.
+    fn release_cache(self: &Arc<Self>, target: u64, whole: bool) -> u64 {
         let marks = &self.page_cache;
+        let released = self.released();
         // Files of an old segment are not opened for advice: not open means nobody wrote
-        // or read it lately (a read behind the window drops what it read itself).
+        // or read it lately (a read of released data drops what it read itself).
         let Some(h) = self.open_handles() else {
             marks.released.store(self.size(), Ordering::Release);
-            return;
+            return self.size().saturating_sub(released);
         };
-        // A truncation can leave the mark beyond the end: it follows it down.
-        let released = marks.released.load(Ordering::Acquire).min(self.size());
         if target >= released + STEP || (whole && target > released) {
             write_back(&h.file, released, target);
             drop_pages(&h.file, released, target);
             marks.released.store(target, Ordering::Release);
-        } else if released < marks.released.load(Ordering::Acquire) {
+            target - released
+        } else {
             marks.released.store(released, Ordering::Release);
+            0
         }
+    }
+
+    /// The released mark, following a truncation down to the end.
+    fn released(&self) -> u64 {
+        self.page_cache
+            .released
+            .load(Ordering::Acquire)
+            .min(self.size())
     }
 
     /// Whether this segment has nothing left to release.
@@ -192,35 +203,121 @@ impl Segment {
 }
 
 impl Log {
-    /// One pass of the page-cache window (module docs): keeps about `window` bytes of this
-    /// log's end in the page cache. Cheap when the log did not move; waits for writeback
-    /// when it did.
-    pub fn release_page_cache(&self, window: u64) {
+    /// Bytes written to this log since its pages were last released: what the page cache
+    /// may hold of its appends (what readers bring back of released data they drop again).
+    pub fn unreleased_bytes(&self) -> u64 {
         if self.is_closed() {
-            return;
+            return 0;
         }
-        // Newest segment first: how far behind the end each one lies decides its target.
-        // The walk stops at the first older segment with nothing left to release (those
-        // before it were released by earlier passes).
-        let mut work: Vec<(Arc<Segment>, u64, bool)> = Vec::new();
-        {
+        let segs = read(&self.segments);
+        let mut total = 0u64;
+        // Newest first; the older segments before a fully released one were released by
+        // earlier passes.
+        for (i, seg) in segs.values().rev().enumerate() {
+            if i > 0 && seg.fully_released() {
+                break;
+            }
+            total += seg.size().saturating_sub(seg.released());
+        }
+        total
+    }
+
+    /// Releases about `bytes` of this log's oldest unreleased data: written back, then
+    /// dropped from the page cache. Returns how many bytes it released.
+    pub fn release_oldest_page_cache(&self, bytes: u64) -> u64 {
+        if self.is_closed() {
+            return 0;
+        }
+        let pending: Vec<(Arc<Segment>, bool)> = {
             let segs = read(&self.segments);
-            let mut behind = 0u64;
-            for (i, seg) in segs.values().rev().enumerate() {
-                let whole = i > 0;
-                if whole && seg.fully_released() {
-                    break;
-                }
-                let size = seg.size();
-                let keep = window.saturating_sub(behind).min(size);
-                if size > keep {
-                    work.push((seg.clone(), size - keep, whole));
-                }
-                behind = behind.saturating_add(size);
+            let last = segs.len().saturating_sub(1);
+            segs.values()
+                .enumerate()
+                .filter(|(_, seg)| !seg.fully_released())
+                .map(|(i, seg)| (seg.clone(), i < last))
+                .collect()
+        };
+        let mut left = bytes;
+        for (seg, whole) in pending {
+            if left == 0 {
+                break;
+            }
+            let target = seg.released().saturating_add(left).min(seg.size());
+            left = left.saturating_sub(seg.release_cache(target, whole));
+        }
+        bytes - left
+    }
+}
+
+/// The page-cache budget (module docs), applied by the log manager's page-cache thread
+/// every [`INTERVAL`]: when the logs' unreleased bytes exceed `max_bytes`, the least
+/// recently written logs' oldest data is released until they are 1/8 below it (so a
+/// release is a large range, not a sliver every pass).
+pub struct PageCacheBudget {
+    max_bytes: u64,
+    /// Per log (by address): its end offset at the last pass, when it last grew, and its
+    /// unreleased bytes then (recounted only when it grew or was released from).
+    seen: HashMap<usize, Seen>,
+}
+
+#[derive(Clone, Copy)]
+struct Seen {
+    end: i64,
+    grew_at: Instant,
+    unreleased: Option<u64>,
+}
+
+/// How often the budget is applied: what is written in this time beyond the budget is what
+/// the page cache takes from untouched memory before pages are recycled.
+pub const INTERVAL: Duration = Duration::from_millis(20);
+
+impl PageCacheBudget {
+    pub fn new(max_bytes: u64) -> PageCacheBudget {
+        PageCacheBudget {
+            max_bytes,
+            seen: HashMap::new(),
+        }
+    }
+
+    /// One pass over `logs` (every open log). Waits for the writeback of what it releases.
+    pub fn pass(&mut self, logs: &[Arc<Log>]) {
+        let now = Instant::now();
+        let mut seen = HashMap::with_capacity(logs.len());
+        let mut entries: Vec<(Instant, u64, &Arc<Log>)> = Vec::new();
+        let mut total = 0u64;
+        for log in logs {
+            let key = Arc::as_ptr(log) as usize;
+            let end = log.log_end_offset();
+            let mut s = match self.seen.get(&key) {
+                Some(s) if s.end == end => *s,
+                _ => Seen {
+                    end,
+                    grew_at: now,
+                    unreleased: None,
+                },
+            };
+            let unreleased = *s.unreleased.get_or_insert_with(|| log.unreleased_bytes());
+            seen.insert(key, s);
+            total += unreleased;
+            if unreleased > 0 {
+                entries.push((s.grew_at, unreleased, log));
             }
         }
-        for (seg, target, whole) in work {
-            seg.release_cache(target, whole);
+        self.seen = seen;
+        if total <= self.max_bytes {
+            return;
+        }
+        let mut excess = total - (self.max_bytes - self.max_bytes / 8);
+        entries.sort_by_key(|e| e.0);
+        for (_, unreleased, log) in entries {
+            if excess == 0 {
+                break;
+            }
+            let released = log.release_oldest_page_cache(excess.min(unreleased));
+            excess = excess.saturating_sub(released);
+            if let Some(s) = self.seen.get_mut(&(Arc::as_ptr(log) as usize)) {
+                s.unreleased = None;
+            }
         }
     }
 }
@@ -229,6 +326,7 @@ impl Log {
 mod tests {
     use std::path::Path;
 
+    use super::*;
     use crate::segment::LOG_SUFFIX;
     use crate::tests::{client_batch, open, read_all, small_config};
     use crate::{BatchIter, LogConfig};
@@ -267,82 +365,82 @@ mod tests {
         vec.into_iter().map(|b| b & 1 == 1).collect()
     }
 
-    #[test]
-    fn data_behind_the_window_leaves_the_page_cache_and_reads_do_not_bring_it_back() {
-        let dir = disk_tempdir();
+    fn log_with_8_mib(dir: &Path) -> Arc<Log> {
         let log = open(
-            dir.path(),
+            dir,
             LogConfig {
                 segment_bytes: 64 << 20,
                 ..small_config()
             },
         );
-        // 8 MiB in 64 KiB batches, not fsynced: the pass writes back what it drops.
+        // 8 MiB in 64 KiB batches, not fsynced: a release writes back what it drops.
         for i in 0..128 {
             log.append_as_leader(&client_batch(63, i, 1000), 0, i)
                 .unwrap();
         }
-        let seg = log.segment_list()[0].clone();
-        let path = seg.path(LOG_SUFFIX);
-        let size = seg.size();
-        assert!(
-            resident_pages(&path).iter().all(|&r| r),
-            "freshly written pages are cached"
-        );
+        Arc::new(log)
+    }
 
-        let window = 1 << 20;
-        log.release_page_cache(window);
-        let pages = resident_pages(&path);
-        let target_page = ((size - window) / 4096) as usize;
-        // A large folio across the boundary stays whole (2 MiB at most).
+    #[test]
+    fn past_the_budget_the_least_recently_written_data_leaves_the_cache() {
+        let (dir_a, dir_b) = (disk_tempdir(), disk_tempdir());
+        let mut budget = PageCacheBudget::new(8 << 20);
+        let a = log_with_8_mib(dir_a.path());
+        budget.pass(std::slice::from_ref(&a));
+        let path_a = a.segment_list()[0].path(LOG_SUFFIX);
+        assert!(
+            resident_pages(&path_a).iter().all(|&r| r),
+            "within the budget nothing is released"
+        );
+        let b = log_with_8_mib(dir_b.path());
+        budget.pass(&[a.clone(), b.clone()]);
+
+        // 16 MiB against 8: down to 7 MiB, A (written before B) first; the 0.8 MiB still
+        // over is less than a STEP of B's active segment, left for a later pass. A large
+        // folio across a boundary stays whole (2 MiB at most).
         let folio_pages = 512;
+        let pages_a = resident_pages(&path_a);
         assert!(
-            pages[..target_page - folio_pages].iter().all(|&r| !r),
-            "pages more than the window behind the end were dropped"
+            pages_a[..pages_a.len() - folio_pages].iter().all(|&r| !r),
+            "the least recently written log was released"
         );
+        let pages_b = resident_pages(&b.segment_list()[0].path(LOG_SUFFIX));
         assert!(
-            pages[target_page + 1..].iter().all(|&r| r),
-            "the window stays cached"
+            pages_b[(1 << 20) / 4096 + folio_pages..].iter().all(|&r| r),
+            "the newest data stays cached"
         );
+        assert_eq!(a.unreleased_bytes(), 0);
+        assert!(b.unreleased_bytes() < 8 << 20 && b.unreleased_bytes() >= 6 << 20);
 
-        // Reads behind the window are served (from disk) and drop what they read.
-        let before = read_all(&log);
-        assert_eq!(BatchIter::new(&before).count(), 128);
-        // The 1 MiB read that crosses the boundary keeps its pages, as does that folio. The
-        // prefetch thread may still be undoing a late prefetch: bounded wait.
+        // Released data is served (from disk) and a read drops what it read. The prefetch
+        // thread may still be undoing a late prefetch: bounded wait.
+        let all = read_all(&a);
+        assert_eq!(BatchIter::new(&all).count(), 128);
         let dropped = || {
-            resident_pages(&path)[..target_page - folio_pages - 256]
-                .iter()
-                .all(|&r| !r)
+            let pages = resident_pages(&path_a);
+            pages[..pages.len() - folio_pages - 256].iter().all(|&r| !r)
         };
         let deadline = std::time::Instant::now() + std::time::Duration::from_secs(2);
         while !dropped() && std::time::Instant::now() < deadline {
             std::thread::sleep(std::time::Duration::from_millis(10));
         }
-        assert!(
-            dropped(),
-            "a read behind the window drops the pages it read"
-        );
+        assert!(dropped(), "a read of released data drops the pages it read");
     }
 
     #[test]
-    fn a_quiet_log_does_no_work_and_none_keeps_everything() {
+    fn a_log_that_did_not_move_is_not_counted_again() {
         let dir = disk_tempdir();
-        let log = open(
-            dir.path(),
-            LogConfig {
-                segment_bytes: 64 << 20,
-                ..small_config()
-            },
+        let log = log_with_8_mib(dir.path());
+        let mut budget = PageCacheBudget::new(4 << 20);
+        budget.pass(std::slice::from_ref(&log));
+        // Released down to 7/8 of the budget: 3.5 MiB of the newest data stay.
+        let left = log.unreleased_bytes();
+        assert!(left <= (7 << 20) / 2 && left >= 3 << 20, "{left}");
+        budget.pass(std::slice::from_ref(&log));
+        assert_eq!(
+            log.unreleased_bytes(),
+            left,
+            "no growth, nothing more released"
         );
-        for i in 0..8 {
-            log.append_as_leader(&client_batch(63, i, 1000), 0, i)
-                .unwrap();
-        }
-        log.flush().unwrap();
-        let seg = log.segment_list()[0].clone();
-        // Less than STEP behind a zero window: not worth a system call yet.
-        log.release_page_cache(0);
-        assert!(resident_pages(&seg.path(LOG_SUFFIX)).iter().all(|&r| r));
     }
 }

@@ -467,8 +467,8 @@ impl Segment {
         Ok(SegmentRead::Data(Bytes::from(buf)))
     }
 
-    /// `pread`, and where the range lies behind the page-cache window, what
-    /// [`Segment::after_read_behind_window`] does (`page_cache`).
+    /// `pread`, and where the range was released from the page cache, what
+    /// [`Segment::after_read_of_released`] does (`page_cache`).
     fn pread_uncached(
         self: &Arc<Self>,
         h: &Arc<Handles>,
@@ -478,7 +478,7 @@ impl Segment {
         let buf = pread(&h.file, pos, len)?;
         let end = pos + buf.len() as u64;
         if self.page_cache.is_released(end) {
-            self.after_read_behind_window(h, pos, end);
+            self.after_read_of_released(h, pos, end);
         }
         Ok(buf)
     }

@@ -1,7 +1,6 @@
-"""The page-cache window (log.page.cache.window.bytes, storage/src/page_cache.rs): data far
-behind a partition's end leaves the kernel's page cache once written back, and a consumer
-reading it from the beginning gets every record back, from disk, without refilling the
-cache. Checked with confluent-kafka (librdkafka) and the segment file's page residency
+"""The page-cache budget (log.page.cache.max.bytes, storage/src/page_cache.rs): past it, the
+oldest data leaves the kernel's page cache once written back, and a consumer reading it
+from the beginning gets every record back, from disk, without refilling the cache. Checked with confluent-kafka (librdkafka) and the segment file's page residency
 (mincore), which the broker cannot fake."""
 
 import ctypes
@@ -58,7 +57,7 @@ def resident(path: Path) -> list:
 
 
 def test_old_data_leaves_the_page_cache_and_is_still_served(sluice_factory):
-    broker = sluice_factory("--set", "log.page.cache.window.bytes=1048576")
+    broker = sluice_factory("--set", "log.page.cache.max.bytes=2097152")
     topic = unique_topic("pagecache")
     create_topic(broker.bootstrap, topic, partitions=1)
     producer = Producer({"bootstrap.servers": broker.bootstrap, "acks": "all", "linger.ms": 5})
@@ -71,8 +70,8 @@ def test_old_data_leaves_the_page_cache_and_is_still_served(sluice_factory):
     segment = next((broker.data_dir / f"{topic}-0").glob("*.log"))
     check_residency = fs_type(segment) not in ("tmpfs", "ramfs")
     if check_residency:
-        # The broker's pass runs every 20 ms, writing back and dropping what is behind the
-        # window; bounded wait for most of the file to leave the cache.
+        # The broker's pass runs every 20 ms, writing back and dropping the oldest data past
+        # the budget; bounded wait for most of the file to leave the cache.
         deadline = time.monotonic() + 20
         while True:
             pages = resident(segment)
@@ -81,7 +80,7 @@ def test_old_data_leaves_the_page_cache_and_is_still_served(sluice_factory):
                 break
             time.sleep(0.2)
         assert not any(old), f"{sum(old)} of the first {len(old)} pages still cached"
-        assert pages[-1], "the window at the end stays cached"
+        assert pages[-1], "the newest data stays cached"
 
     # A consumer from the beginning gets everything back, in order, from disk.
     cons = consumer(broker.bootstrap, **{"enable.auto.commit": False})
