@@ -3,14 +3,20 @@
 # broker, each producer run repeated against librdkafka's in-process mock cluster
 # (test.mock.num.brokers=1: no broker process, no storage) as the ceiling of the same run.
 #
-#   benches/run-matrix.sh BROKER_ADDR [--broker-pid PID] [--quick] [--partitions LIST] [--out FILE]
-#   benches/run-matrix.sh --start-broker [--quick] [--partitions LIST] [--out FILE]
+#   benches/run-matrix.sh BROKER_ADDR [--broker-pid PID] [--quick] [--partitions LIST] [--no-warmup] [--out FILE]
+#   benches/run-matrix.sh --start-broker [--quick] [--partitions LIST] [--no-warmup] [--out FILE]
 #
 # --start-broker builds and starts `sluice serve` (release) on free loopback ports with a
 # temporary data dir, reads its CPU seconds and peak RSS from /proc, and stops it at the end;
 # --broker-pid does the /proc part for a broker started elsewhere. --quick uses small record
 # counts (a smoke test, not a measurement). --partitions 1 (a comma-separated list) runs only
-# those partition counts (before/after runs of the 1-partition targets). The markdown report
+# those partition counts (before/after runs of the 1-partition targets). Before the first
+# cell, one unmeasured warm-up run writes 1.1 GiB to Sluice (and to the mock cluster): the
+# first GiB a broker writes after boot fills page cache from memory the kernel has not
+# handed out before, which on VMs that back guest memory on first touch costs ~2.5 s of
+# kernel time per GiB, once (Sluice keeps its page cache within log.page.cache.max.bytes,
+# default 1 GiB, and recycles it from then on; storage/src/page_cache.rs); --no-warmup
+# measures from a cold start instead. The markdown report
 # goes to stdout and to FILE (default: a new directory under ${TMPDIR:-/tmp}, next to every
 # tool's raw output). Each run creates its own topic, perf-<cell>-<unix time>; against
 # BROKER_ADDR they are left there.
@@ -33,10 +39,12 @@ start_broker=false
 quick=false
 out=""
 partitions_arg=""
+warmup=true
 while [ $# -gt 0 ]; do
     case "$1" in
         --start-broker) start_broker=true ;;
         --quick) quick=true ;;
+        --no-warmup) warmup=false ;;
         --broker-pid) broker_pid="${2:?--broker-pid needs a PID}"; shift ;;
         --out) out="${2:?--out needs a file}"; shift ;;
         --partitions) partitions_arg="${2:?--partitions needs a list, e.g. 1,8}"; shift ;;
@@ -70,10 +78,12 @@ if $quick; then
     records_100=100000
     records_1024=50000
     latency_records=40000 # 2 s at 20,000 msg/s
+    warmup_records=20000
 else
     records_100=3000000   # ~300 MB
     records_1024=1000000  # ~1 GiB
     latency_records=400000 # 20 s at 20,000 msg/s
+    warmup_records=1100000 # 1.1 GiB of 1 KiB records
 fi
 records_for() { if [ "$1" = 100 ]; then echo "$records_100"; else echo "$records_1024"; fi; }
 
@@ -241,6 +251,13 @@ ratio() { # a b -> a/b as a percentage, or n/a
 }
 size_label() { if [ "$1" = 100 ]; then echo "100 B"; else echo "1 KiB"; fi; }
 
+# ---- warm-up (not measured; see the top of this file) ---------------------------------------
+if $warmup; then
+    produce warmup-mock mock "perf-warmup-$run_id" 1024 "$warmup_records" 1 1 -1
+    produce warmup-sluice sluice "perf-warmup-$run_id" 1024 "$warmup_records" 1 1 -1
+    cpu_at_start="$(cpu_seconds)"
+fi
+
 # ---- the matrix --------------------------------------------------------------------------
 throughput_rows=()
 latency_rows=()
@@ -312,7 +329,7 @@ lat_p99_l0="${result[latency-l0-p1]:-n/a}"
     echo "# Sluice load matrix"
     echo
     echo "- date: $(date -u '+%Y-%m-%d %H:%M UTC'); commit $(git rev-parse --short HEAD 2>/dev/null || echo unknown)$( [ -n "$(git status --porcelain --untracked-files=no 2>/dev/null)" ] && echo ' (with uncommitted changes)')"
-    echo "- command: \`benches/run-matrix.sh $($start_broker && echo --start-broker || echo "$broker_addr")$($quick && echo ' --quick')$([ -n "$partitions_arg" ] && echo " --partitions $partitions_arg")\`$($quick && echo ' (quick: record counts too small for a measurement)')"
+    echo "- command: \`benches/run-matrix.sh $($start_broker && echo --start-broker || echo "$broker_addr")$($quick && echo ' --quick')$([ -n "$partitions_arg" ] && echo " --partitions $partitions_arg")$($warmup || echo ' --no-warmup')\`$($quick && echo ' (quick: record counts too small for a measurement)')"
     echo "- machine: $(nproc) cores ($(grep -m1 'model name' /proc/cpuinfo | sed 's/.*: //')), $(free -m | awk '/^Mem:/ { printf "%.1f GiB", $2 / 1024 }') memory, kernel $(uname -r); load average (1/5/15 min) $load_at_start at the start, $load_at_end at the end"
     if $start_broker; then
         echo "- broker: \`sluice serve\` (release), data dir on $(df -hT "$work" | awk 'NR == 2 { printf "%s %s (%s, %s free)", $1, $2, $3, $5 }'), default flush policy; client and broker share the cores"
@@ -320,6 +337,11 @@ lat_p99_l0="${result[latency-l0-p1]:-n/a}"
         echo "- broker: $broker_addr (started elsewhere)"
     fi
     echo "- broker CPU: $(awk -v a="$cpu_at_start" -v b="$cpu_at_end" 'BEGIN { if (a == "n/a" || b == "n/a") print "n/a"; else printf "%.1f s", b - a }') for the whole matrix; RSS idle after start $idle_rss MiB, peak (VmHWM) $peak_rss MiB, at the end $end_rss MiB"
+    if $warmup; then
+        echo "- warm-up: $warmup_records records of 1 KiB (acks=1, 1 partition) to Sluice and to the mock cluster before the first cell, not measured (\`--no-warmup\` skips it)"
+    else
+        echo "- warm-up: none (\`--no-warmup\`): the first cells also measure the broker's first writes after boot"
+    fi
     echo "- ceiling: the same producer against librdkafka's mock cluster (\`test.mock.num.brokers=1\`: loopback TCP to a broker thread in the producer process that keeps at most 5 MiB per partition in memory), in the same run, just before the Sluice run of each row"
     echo "- producer: sluice-producer-perf, librdkafka defaults except acks (linger.ms=5, batch.size=1000000, no compression, no idempotence); consumer: sluice-consumer-perf, no group, whole topic, queued.min.messages=1000000 (librdkafka's 100000 idles it for 1 s at a time with small records)"
     echo
