@@ -219,11 +219,13 @@ produce() { # name target(sluice|mock) topic size records acks partitions throug
 }
 
 # librdkafka stops fetching a partition for fetch.queue.backoff.ms (1 s) whenever its local
-# queue holds queued.min.messages (100,000): with 100 B records that idles the consumer most
-# of the time (measured: 481k msg/s with the defaults, 1.69M with this), so the client, not
-# the broker, would set the figure. The Java consumer has no such pause.
+# queue holds queued.min.messages (100,000) or queued.max.messages.kbytes (64 MiB): with
+# 100 B records that idles the consumer most of the time (measured: 481k msg/s with the
+# defaults, 1.69M with a larger queued.min.messages), and even then some runs still paused
+# (300 MB of 100 B records: 0.94M-2.17M msg/s, against 2.02M-2.20M with a 10 ms backoff),
+# so the client, not the broker, would set the figure. The Java consumer has no such pause.
 consumer_config="$work/consumer.properties"
-echo "queued.min.messages=1000000" >"$consumer_config"
+printf 'queued.min.messages=1000000\nfetch.queue.backoff.ms=10\n' >"$consumer_config"
 
 # Sets c_msgs c_mb and c_cpu; "fail" if the run failed.
 consume() { # name topic records
@@ -343,7 +345,7 @@ lat_p99_l0="${result[latency-l0-p1]:-n/a}"
         echo "- warm-up: none (\`--no-warmup\`): the first cells also measure the broker's first writes after boot"
     fi
     echo "- ceiling: the same producer against librdkafka's mock cluster (\`test.mock.num.brokers=1\`: loopback TCP to a broker thread in the producer process that keeps at most 5 MiB per partition in memory), in the same run, just before the Sluice run of each row"
-    echo "- producer: sluice-producer-perf, librdkafka defaults except acks (linger.ms=5, batch.size=1000000, no compression, no idempotence); consumer: sluice-consumer-perf, no group, whole topic, queued.min.messages=1000000 (librdkafka's 100000 idles it for 1 s at a time with small records)"
+    echo "- producer: sluice-producer-perf, librdkafka defaults except acks (linger.ms=5, batch.size=1000000, no compression, no idempotence); consumer: sluice-consumer-perf, no group, whole topic, queued.min.messages=1000000 and fetch.queue.backoff.ms=10 (librdkafka's 100000 and 1000 ms idle it for 1 s at a time with small records)"
     echo
     echo "## Produce (unthrottled) and consume"
     echo
