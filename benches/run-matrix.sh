@@ -292,6 +292,7 @@ for linger in "${latency_lingers[@]}"; do
         produce "mock-$cell" mock "$topic" "$latency_size" "$latency_records" all "$parts" \
             "$latency_rate" "linger.ms=$linger"
         m="$r_p50 / $r_p95 / $r_p99 / $r_p999"
+        result[mock-$cell]="$r_p99"
         produce "sluice-$cell" sluice "$topic" "$latency_size" "$latency_records" all "$parts" \
             "$latency_rate" "linger.ms=$linger"
         s="$r_p50 / $r_p95 / $r_p99 / $r_p999"
@@ -325,6 +326,8 @@ t2="$(pct "$b_mb" "$b_mmb")"
 t3="$(pct "$c_mb" "$c_mmb")"
 lat_p99_l5="${result[latency-l5-p1]:-n/a}"
 lat_p99_l0="${result[latency-l0-p1]:-n/a}"
+mock_p99_l5="${result[mock-latency-l5-p1]:-n/a}"
+mock_p99_l0="${result[mock-latency-l0-p1]:-n/a}"
 
 # ---- report ------------------------------------------------------------------------------
 {
@@ -372,8 +375,10 @@ lat_p99_l0="${result[latency-l0-p1]:-n/a}"
         read -r p_msgs _ _ _ k_msgs _ <<<"${result[$cell]:-}"
         target_row "consume vs produce ($cell)" "$(ratio "$k_msgs" "$p_msgs")" "≥ 100%" "$(check "$(pct "$k_msgs" "$p_msgs")" '>=' 100)"
     done
-    target_row "p99 at $latency_rate msg/s of 1 KiB, acks=all, linger.ms=5" "$lat_p99_l5 ms" "< 2 ms" "$(check "$lat_p99_l5" '<' 2)"
-    target_row "p99 at $latency_rate msg/s of 1 KiB, acks=all, linger.ms=0" "$lat_p99_l0 ms" "< 2 ms" "$(check "$lat_p99_l0" '<' 2)"
+    # With linger.ms=5 the client holds each batch up to 5 ms before sending it, so no broker
+    # can meet 2 ms there (the ceiling's own p99 says so); the row is kept for comparison.
+    target_row "p99 at $latency_rate msg/s of 1 KiB, acks=all, linger.ms=0" "$lat_p99_l0 ms (ceiling $mock_p99_l0 ms)" "< 2 ms" "$(check "$lat_p99_l0" '<' 2)"
+    target_row "p99 at $latency_rate msg/s of 1 KiB, acks=all, linger.ms=5 (librdkafka's default)" "$lat_p99_l5 ms (ceiling $mock_p99_l5 ms)" "< 2 ms" "$(check "$lat_p99_l5" '<' 2) (the client lingers 5 ms before sending)"
     target_row "broker idle RSS" "$idle_rss MiB" "< 20 MiB" "$(check "$idle_rss" '<' 20)"
     echo
     echo "Raw output of every run: $logs"
