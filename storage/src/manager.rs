@@ -304,15 +304,21 @@ fn wait_or_stop(stop: &(Mutex<bool>, Condvar), interval: Duration) -> bool {
     *stopped
 }
 
-/// The page-cache budget's pass over every log, every [`page_cache::INTERVAL`].
+/// The page-cache budget's pass over every log, every [`page_cache::INTERVAL`] while logs
+/// grow, every [`page_cache::IDLE_INTERVAL`] when none did.
 fn page_cache_loop(
     logs: Arc<Logs>,
     mut budget: PageCacheBudget,
     stop: Arc<(Mutex<bool>, Condvar)>,
 ) {
-    while !wait_or_stop(&stop, page_cache::INTERVAL) {
+    let mut interval = page_cache::INTERVAL;
+    while !wait_or_stop(&stop, interval) {
         let snapshot: Vec<Arc<Log>> = read(&logs).values().cloned().collect();
-        budget.pass(&snapshot);
+        interval = if budget.pass(&snapshot) {
+            page_cache::INTERVAL
+        } else {
+            page_cache::IDLE_INTERVAL
+        };
     }
 }
 

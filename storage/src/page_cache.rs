@@ -10,6 +10,7 @@
 //! for the same reason; Kafka does not (with no budget Sluice behaves like Kafka).
 //!
 //! So the log manager's page-cache thread applies a [`PageCacheBudget`] every [`INTERVAL`]
+//! while logs grow ([`IDLE_INTERVAL`] otherwise)
 //! (`log.page.cache.max.bytes`, default 1 GiB): when the bytes written and not yet released
 //! over all logs exceed it, the least recently written logs' oldest data is written back
 //! (`sync_file_range`, waiting for that range's I/O, in that thread) and then advised out of
@@ -274,9 +275,12 @@ struct Seen {
     unreleased: Option<u64>,
 }
 
-/// How often the budget is applied: what is written in this time beyond the budget is what
-/// the page cache takes from untouched memory before pages are recycled.
+/// How often the budget is applied while logs grow: what is written in this time beyond
+/// the budget is what the page cache takes from untouched memory before pages are recycled.
 pub const INTERVAL: Duration = Duration::from_millis(20);
+/// How often it is applied after a pass in which no log grew (a pass costs ~250 ns per
+/// log: 2.5% of a core with 2,000 idle partitions at [`INTERVAL`]).
+pub const IDLE_INTERVAL: Duration = Duration::from_millis(250);
 
 impl PageCacheBudget {
     pub fn new(max_bytes: u64) -> PageCacheBudget {
@@ -287,8 +291,10 @@ impl PageCacheBudget {
     }
 
     /// One pass over `logs` (every open log). Waits for the writeback of what it releases.
-    pub fn pass(&mut self, logs: &[Arc<Log>]) {
+    /// Returns whether any log grew since the previous pass.
+    pub fn pass(&mut self, logs: &[Arc<Log>]) -> bool {
         let now = Instant::now();
+        let mut grew = false;
         let mut seen = HashMap::with_capacity(logs.len());
         let mut entries: Vec<(Instant, u64, &Arc<Log>)> = Vec::new();
         let mut total = 0u64;
@@ -297,11 +303,14 @@ impl PageCacheBudget {
             let end = log.log_end_offset();
             let mut s = match self.seen.get(&key) {
                 Some(s) if s.end == end => *s,
-                _ => Seen {
-                    end,
-                    grew_at: now,
-                    unreleased: None,
-                },
+                _ => {
+                    grew = true;
+                    Seen {
+                        end,
+                        grew_at: now,
+                        unreleased: None,
+                    }
+                }
             };
             let unreleased = *s.unreleased.get_or_insert_with(|| log.unreleased_bytes());
             seen.insert(key, s);
@@ -312,7 +321,7 @@ impl PageCacheBudget {
         }
         self.seen = seen;
         if total <= self.max_bytes {
-            return;
+            return grew;
         }
         let mut excess = total - (self.max_bytes - self.max_bytes / 8);
         entries.sort_by_key(|e| e.0);
@@ -326,6 +335,7 @@ impl PageCacheBudget {
                 s.unreleased = None;
             }
         }
+        grew
     }
 }
 

@@ -70,7 +70,7 @@ def test_old_data_leaves_the_page_cache_and_is_still_served(sluice_factory):
     segment = next((broker.data_dir / f"{topic}-0").glob("*.log"))
     check_residency = fs_type(segment) not in ("tmpfs", "ramfs")
     if check_residency:
-        # The broker's pass runs every 20 ms, writing back and dropping the oldest data past
+        # The broker's pass runs every 20-250 ms, writing back and dropping the oldest data past
         # the budget; bounded wait for most of the file to leave the cache.
         deadline = time.monotonic() + 20
         while True:
