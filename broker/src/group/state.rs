@@ -497,7 +497,7 @@ impl Group {
         } else {
             self.prepare_rebalance(cfg, now, now_ms);
         }
-        self.try_complete_join(now_ms);
+        self.try_complete_join(now, now_ms);
         reply
     }
 
@@ -533,7 +533,7 @@ impl Group {
         match self.state {
             GroupState::PreparingRebalance => {
                 let reply = self.park_join(&member_id);
-                self.try_complete_join(now_ms);
+                self.try_complete_join(now, now_ms);
                 reply
             }
             GroupState::CompletingRebalance if unchanged => {
@@ -545,7 +545,7 @@ impl Group {
             GroupState::CompletingRebalance | GroupState::Stable => {
                 self.prepare_rebalance(cfg, now, now_ms);
                 let reply = self.park_join(&member_id);
-                self.try_complete_join(now_ms);
+                self.try_complete_join(now, now_ms);
                 reply
             }
             GroupState::Empty | GroupState::Dead => Reply::Now(JoinResult::error(
@@ -606,18 +606,20 @@ impl Group {
     }
 
     /// Completes the join phase once everyone is in (and no initial delay is running).
-    fn try_complete_join(&mut self, now_ms: i64) {
+    fn try_complete_join(&mut self, now: Instant, now_ms: i64) {
         if self.state == GroupState::PreparingRebalance
             && self.initial_delay_started.is_none()
             && self.all_joined()
         {
-            self.complete_join(now_ms);
+            self.complete_join(now, now_ms);
         }
     }
 
     /// Ends the join phase: members that did not rejoin leave, the generation advances,
-    /// a protocol is chosen, and every waiting member gets its JoinGroup response.
-    fn complete_join(&mut self, now_ms: i64) {
+    /// a protocol is chosen, and every waiting member gets its JoinGroup response. Every
+    /// member's session starts again now, as in Kafka: a JoinGroup parked longer than the
+    /// session timeout must not expire the moment it is answered.
+    fn complete_join(&mut self, now: Instant, now_ms: i64) {
         let missing: Vec<String> = self
             .members
             .values()
@@ -659,8 +661,11 @@ impl Group {
         for id in ids {
             let is_leader = self.leader.as_deref() == Some(id.as_str());
             let result = self.join_result_for(&id, is_leader);
-            if let Some(w) = self.members.get_mut(&id).and_then(|m| m.join_waiter.take()) {
-                let _ = w.send(result);
+            if let Some(m) = self.members.get_mut(&id) {
+                m.last_seen = now;
+                if let Some(w) = m.join_waiter.take() {
+                    let _ = w.send(result);
+                }
             }
         }
     }
@@ -729,9 +734,9 @@ impl Group {
             }
             GroupState::PreparingRebalance => {
                 if self.members.is_empty() {
-                    self.complete_join(now_ms);
+                    self.complete_join(now, now_ms);
                 } else {
-                    self.try_complete_join(now_ms);
+                    self.try_complete_join(now, now_ms);
                 }
             }
             GroupState::Empty | GroupState::Dead => {}
@@ -798,10 +803,14 @@ impl Group {
                 }
                 self.set_state(GroupState::Stable, now_ms);
                 let ids: Vec<String> = self.members.keys().cloned().collect();
+                // Sessions start again when the assignment is handed out (Kafka does the same).
                 for id in ids {
                     let result = self.sync_result_for(&id);
-                    if let Some(w) = self.members.get_mut(&id).and_then(|m| m.sync_waiter.take()) {
-                        let _ = w.send(result);
+                    if let Some(m) = self.members.get_mut(&id) {
+                        m.last_seen = now;
+                        if let Some(w) = m.sync_waiter.take() {
+                            let _ = w.send(result);
+                        }
                     }
                 }
                 (Reply::Later(rx), true)
@@ -865,7 +874,7 @@ impl Group {
                 return Err(ResponseError::FencedInstanceId);
             }
             if self.pending.remove(member_id).is_some() {
-                self.try_complete_join(now_ms);
+                self.try_complete_join(now, now_ms);
                 return Ok(member_id.to_string());
             }
             if !self.members.contains_key(member_id) {
@@ -882,12 +891,16 @@ impl Group {
     pub fn tick(&mut self, cfg: &GroupConfig, now: Instant, now_ms: i64) -> bool {
         let before = (self.generation, self.members.len(), self.state);
         self.pending.retain(|_, deadline| *deadline > now);
-        // Members parked in JoinGroup are kept alive by the rebalance deadline instead.
+        // Members parked in JoinGroup are kept alive by the rebalance deadline instead, and
+        // members parked in SyncGroup by the leader's (Kafka: a member awaiting join or sync
+        // satisfies its heartbeat).
         let expired: Vec<String> = self
             .members
             .values()
             .filter(|m| {
-                m.join_waiter.is_none() && now.duration_since(m.last_seen) > m.session_timeout
+                m.join_waiter.is_none()
+                    && m.sync_waiter.is_none()
+                    && now.duration_since(m.last_seen) > m.session_timeout
             })
             .map(|m| m.id.clone())
             .collect();
@@ -899,9 +912,9 @@ impl Group {
             match self.rebalance_deadline {
                 Some(deadline) if now >= deadline => {
                     self.initial_delay_started = None;
-                    self.complete_join(now_ms);
+                    self.complete_join(now, now_ms);
                 }
-                _ => self.try_complete_join(now_ms),
+                _ => self.try_complete_join(now, now_ms),
             }
         }
         before != (self.generation, self.members.len(), self.state)
@@ -1068,6 +1081,39 @@ mod tests {
             g.heartbeat("nobody", None, 2, now),
             Err(ResponseError::UnknownMemberId)
         );
+    }
+
+    #[test]
+    fn a_long_rebalance_does_not_expire_the_members_that_waited_in_it() {
+        // A joins at 0 s; B joins at 0 s and waits for A, who rejoins only at 12 s (beyond
+        // the 10 s session, within the 30 s rebalance timeout).
+        let t0 = Instant::now();
+        let mut g = Group::new("g".into(), 0);
+        let (a, ra) = join_new(&mut g, &["range"], t0);
+        now_result(ra);
+        g.sync(&a, None, 1, (None, None), vec![], t0, 0);
+        let (b, rb) = join_new(&mut g, &["range"], t0);
+        let Reply::Later(mut rb) = rb else { panic!() };
+        let t12 = t0 + Duration::from_secs(12);
+        now_result(g.join(args(&a, &["range"]), &cfg(), t12, 0));
+        rb.try_recv().unwrap();
+        assert!(
+            !g.tick(&cfg(), t12, 0) && g.members.contains_key(&b),
+            "B's session starts again when its JoinGroup is answered (Kafka does the same)"
+        );
+        // B syncs at 12 s and waits for the leader, who syncs at 25 s: B, parked in
+        // SyncGroup, is not expired meanwhile.
+        let (rb, _) = g.sync(&b, None, 2, (None, None), vec![], t12, 0);
+        let t24 = t0 + Duration::from_secs(24);
+        g.touch(&a, t24);
+        assert!(!g.tick(&cfg(), t24, 0) && g.members.contains_key(&b));
+        let t25 = t0 + Duration::from_secs(25);
+        g.sync(&a, None, 2, (None, None), vec![], t25, 0);
+        now_result(rb);
+        assert_eq!(g.state, GroupState::Stable);
+        // ... and the session runs from the assignment on.
+        assert!(!g.tick(&cfg(), t25 + Duration::from_secs(9), 0));
+        assert!(g.members.contains_key(&b));
     }
 
     #[test]
