@@ -51,8 +51,8 @@ struct Background {
     threads: Vec<JoinHandle<()>>,
 }
 
-/// All logs under one data directory, with bounded open files and a background thread for
-/// flush-by-interval, retention and compaction.
+/// All logs under one data directory, with bounded open files and background threads for
+/// flush-by-interval, retention and compaction, and for the page-cache budget.
 pub struct LogManager {
     data_dir: PathBuf,
     options: LogManagerOptions,
